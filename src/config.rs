@@ -1,0 +1,284 @@
+//! The configuration: read once from TOML at start, validated, then shared
+//! read-only (`Arc<Config>`) by every shard.
+//!
+//! Owns: every tunable limit and its default. Must never: change after start
+//! or be consulted for anything but plain reads on the hot path.
+//!
+//! Every key is optional; `configs/corecast.toml` lists them all with their
+//! defaults, units and goim equivalents.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// What happens when a connection's outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Close the connection as a slow consumer (counted, logged at info level).
+    Close,
+    /// Drop the new message, as goim does (counted, logged at warn level once a second).
+    Drop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub shards: usize,
+    pub log_level: String,
+    pub online_sync_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            shards: 0,
+            log_level: "warn".into(),
+            online_sync_ms: 500,
+            shutdown_grace_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpSection {
+    pub bind: String,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        TcpSection {
+            bind: "0.0.0.0:3101".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    pub bind: String,
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            bind: "0.0.0.0:3111".into(),
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolSection {
+    pub handshake_timeout_ms: u64,
+    pub heartbeat_s: u64,
+    pub heartbeat_max: u64,
+}
+
+impl Default for ProtocolSection {
+    fn default() -> Self {
+        ProtocolSection {
+            handshake_timeout_ms: 5000,
+            heartbeat_s: 240,
+            heartbeat_max: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    pub frame_body_bytes_max: usize,
+    pub request_header_bytes_max: usize,
+    pub request_body_bytes_max: usize,
+    pub request_targets_max: usize,
+    pub connections_per_shard_max: usize,
+    pub outbound_bytes_per_connection_max: usize,
+    pub slow_consumer_policy: SlowConsumerPolicy,
+    pub mesh_pending_messages_max: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            frame_body_bytes_max: 4096,
+            request_header_bytes_max: 8192,
+            request_body_bytes_max: 1 << 20,
+            request_targets_max: 10_000,
+            connections_per_shard_max: 0,
+            outbound_bytes_per_connection_max: 256 * 1024,
+            slow_consumer_policy: SlowConsumerPolicy::Close,
+            mesh_pending_messages_max: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    pub domain: String,
+    pub addr: String,
+    pub hostname: String,
+    pub region: String,
+    pub zone: String,
+    pub env: String,
+    pub weight: u32,
+    pub tcp_port: u16,
+    pub ws_port: u16,
+    pub wss_port: u16,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            domain: "conn.goim.io".into(),
+            addr: "127.0.0.1".into(),
+            hostname: "corecast".into(),
+            region: "sh".into(),
+            zone: "sh001".into(),
+            env: "dev".into(),
+            weight: 10,
+            tcp_port: 3101,
+            ws_port: 3102,
+            wss_port: 3103,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffSection {
+    pub max_delay: u32,
+    pub base_delay: u32,
+    pub factor: f32,
+    pub jitter: f32,
+}
+
+impl Default for BackoffSection {
+    fn default() -> Self {
+        BackoffSection {
+            max_delay: 300,
+            base_delay: 3,
+            factor: 1.8,
+            jitter: 0.3,
+        }
+    }
+}
+
+/// The whole configuration, as read from the file (unknown keys are refused).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub tcp: TcpSection,
+    pub http: HttpSection,
+    pub protocol: ProtocolSection,
+    pub limits: LimitsSection,
+    pub node: NodeSection,
+    pub backoff: BackoffSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSection::default(),
+            tcp: TcpSection::default(),
+            http: HttpSection::default(),
+            protocol: ProtocolSection::default(),
+            limits: LimitsSection::default(),
+            node: NodeSection::default(),
+            backoff: BackoffSection::default(),
+        }
+    }
+}
+
+/// Hard bounds a config must respect; checked at start so a bad file refuses
+/// to start instead of failing later under load.
+const FRAME_BODY_BYTES_MAX_CEILING: usize = 1 << 20;
+const REQUEST_HEADER_BYTES_MIN: usize = 1024;
+const SHARDS_MAX: usize = 256;
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| format!("bad config: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("bad config: {what}")) };
+        check(self.server.shards <= SHARDS_MAX, "server.shards must be at most 256")?;
+        check(self.server.online_sync_ms >= 10, "server.online_sync_ms must be at least 10")?;
+        check(
+            (1..=FRAME_BODY_BYTES_MAX_CEILING).contains(&limits.frame_body_bytes_max),
+            "limits.frame_body_bytes_max must be 1..=1048576",
+        )?;
+        check(
+            limits.request_header_bytes_max >= REQUEST_HEADER_BYTES_MIN,
+            "limits.request_header_bytes_max must be at least 1024",
+        )?;
+        check(limits.request_targets_max >= 1, "limits.request_targets_max must be at least 1")?;
+        check(
+            limits.outbound_bytes_per_connection_max >= 4096,
+            "limits.outbound_bytes_per_connection_max must be at least 4096",
+        )?;
+        check(limits.mesh_pending_messages_max >= 16, "limits.mesh_pending_messages_max must be at least 16")?;
+        check(self.protocol.heartbeat_s >= 1, "protocol.heartbeat_s must be at least 1")?;
+        check(self.protocol.heartbeat_max >= 1, "protocol.heartbeat_max must be at least 1")?;
+        check(self.protocol.handshake_timeout_ms >= 1, "protocol.handshake_timeout_ms must be at least 1")?;
+        Self::parse_addr(&self.tcp.bind)?;
+        Self::parse_addr(&self.http.bind)?;
+        crate::log::Level::parse(&self.server.log_level)
+            .ok_or_else(|| format!("bad config: unknown log level {:?}", self.server.log_level))?;
+        Ok(())
+    }
+
+    /// Parses a `host:port` bind address.
+    pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+        text.parse()
+            .map_err(|_| format!("bad config: bind address {text:?} is not ip:port"))
+    }
+
+    /// Idle deadline after auth: heartbeat x heartbeat_max (goim's rule).
+    pub fn idle_deadline_ms(&self) -> u64 {
+        self.protocol.heartbeat_s * 1000 * self.protocol.heartbeat_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses_and_matches_the_defaults() {
+        let text = include_str!("../configs/corecast.toml");
+        let config = Config::parse(text).expect("shipped config must parse");
+        let defaults = Config::parse("").expect("empty config must parse");
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+        assert_eq!(config.limits.frame_body_bytes_max, 4096);
+        assert_eq!(config.tcp.bind, "0.0.0.0:3101");
+        assert_eq!(config.http.bind, "0.0.0.0:3111");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::parse("[server]\nshardz = 2\n").is_err());
+        assert!(Config::parse("[limits]\nframe_body_bytes_max = 0\n").is_err());
+        assert!(Config::parse("[tcp]\nbind = \"nonsense\"\n").is_err());
+        assert!(Config::parse("[server]\nlog_level = \"loud\"\n").is_err());
+        assert!(Config::parse("[limits]\nslow_consumer_policy = \"drop\"\n").is_ok());
+    }
+}

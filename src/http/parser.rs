@@ -1,0 +1,300 @@
+//! HTTP/1.1 request parsing on top of httparse: request head, body framing
+//! (Content-Length or chunked) and the keep-alive decision.
+//!
+//! Owns: turning bytes into a request description. Must never: allocate
+//! from a length it has not checked against the configured limit, or accept
+//! an ambiguous message (both Content-Length and Transfer-Encoding).
+
+/// Headers beyond this count are refused with 431 (the array is on the stack).
+pub const HEADERS_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Other,
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    Length(usize),
+    Chunked,
+}
+
+/// A parsed request head. The target is kept as offsets into the buffer it
+/// was parsed from, so the head can outlive the borrow of that buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub method: Method,
+    pub target_start: usize,
+    pub target_end: usize,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub framing: BodyFraming,
+    /// Bytes of request line + headers + the blank line.
+    pub head_bytes: usize,
+}
+
+/// Why a request is refused; each maps to a status and closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    Malformed,
+    HeaderTooLarge,
+    BodyTooLarge,
+    UnsupportedTransferEncoding,
+}
+
+impl HttpError {
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            HttpError::Malformed => (400, "Bad Request"),
+            HttpError::HeaderTooLarge => (431, "Request Header Fields Too Large"),
+            HttpError::BodyTooLarge => (413, "Payload Too Large"),
+            HttpError::UnsupportedTransferEncoding => (501, "Not Implemented"),
+        }
+    }
+}
+
+/// Parses a request head from the start of `input`. `Ok(None)` means more
+/// bytes are needed; the caller refuses the request once it holds
+/// `header_bytes_max` bytes without a complete head.
+pub fn parse_head(input: &[u8], header_bytes_max: usize, body_bytes_max: usize) -> Result<Option<Head>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_bytes = match request.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if input.len() > header_bytes_max { Err(HttpError::HeaderTooLarge) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderTooLarge),
+        Err(_) => return Err(HttpError::Malformed),
+    };
+    if head_bytes > header_bytes_max {
+        return Err(HttpError::HeaderTooLarge);
+    }
+    let method = match request.method {
+        Some("GET") => Method::Get,
+        Some("POST") => Method::Post,
+        _ => Method::Other,
+    };
+    let path = request.path.ok_or(HttpError::Malformed)?;
+    // httparse borrows `path` from `input`: recover its offset.
+    let target_start = path.as_ptr() as usize - input.as_ptr() as usize;
+    let http11 = request.version == Some(1);
+    let mut keep_alive = http11;
+    let mut expect_continue = false;
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        let value = trim(header.value);
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = parse_content_length(value)?;
+            if content_length.is_some_and(|seen| seen != length) {
+                return Err(HttpError::Malformed);
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !value.eq_ignore_ascii_case(b"chunked") || chunked {
+                return Err(HttpError::UnsupportedTransferEncoding);
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            if contains_token(value, b"close") {
+                keep_alive = false;
+            } else if contains_token(value, b"keep-alive") {
+                keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    let framing = match (content_length, chunked) {
+        (Some(_), true) => return Err(HttpError::Malformed),
+        (_, true) => BodyFraming::Chunked,
+        (Some(length), false) if length > body_bytes_max => return Err(HttpError::BodyTooLarge),
+        (length, false) => BodyFraming::Length(length.unwrap_or(0)),
+    };
+    Ok(Some(Head {
+        method,
+        target_start,
+        target_end: target_start + path.len(),
+        keep_alive,
+        expect_continue,
+        framing,
+        head_bytes,
+    }))
+}
+
+fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::Malformed);
+    }
+    let mut length = 0usize;
+    for digit in value {
+        length = length * 10 + (digit - b'0') as usize;
+    }
+    Ok(length)
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|part| trim(part).eq_ignore_ascii_case(token))
+}
+
+/// Decodes a complete chunked body from the start of `input` into `body`.
+/// Returns the bytes used, or `Ok(None)` when more input is needed (`body`
+/// is then left cleared). Trailers are read and ignored.
+pub fn decode_chunked(input: &[u8], body_bytes_max: usize, body: &mut Vec<u8>) -> Result<Option<usize>, HttpError> {
+    body.clear();
+    let mut pos = 0;
+    loop {
+        let (data_start, size) = match httparse::parse_chunk_size(&input[pos..]) {
+            Ok(httparse::Status::Complete((used, size))) => (pos + used, size),
+            Ok(httparse::Status::Partial) => return partial(input.len() - pos, body),
+            Err(_) => return Err(HttpError::Malformed),
+        };
+        if size == 0 {
+            return match skip_trailers(&input[data_start..])? {
+                Some(used) => Ok(Some(data_start + used)),
+                None => partial(0, body),
+            };
+        }
+        if size > (body_bytes_max - body.len()) as u64 {
+            return Err(HttpError::BodyTooLarge);
+        }
+        let size = size as usize;
+        let data_end = data_start + size;
+        if input.len() < data_end + 2 {
+            return partial(0, body);
+        }
+        if &input[data_end..data_end + 2] != b"\r\n" {
+            return Err(HttpError::Malformed);
+        }
+        body.extend_from_slice(&input[data_start..data_end]);
+        pos = data_end + 2;
+    }
+}
+
+/// A chunk-size line longer than this is malformed (hex digits + extensions).
+const CHUNK_LINE_BYTES_MAX: usize = 1024;
+
+fn partial(pending_line: usize, body: &mut Vec<u8>) -> Result<Option<usize>, HttpError> {
+    body.clear();
+    if pending_line > CHUNK_LINE_BYTES_MAX {
+        return Err(HttpError::Malformed);
+    }
+    Ok(None)
+}
+
+/// Trailer section after the last chunk: header lines, then an empty line.
+fn skip_trailers(input: &[u8]) -> Result<Option<usize>, HttpError> {
+    let mut pos = 0;
+    loop {
+        let Some(line_len) = input[pos..].windows(2).position(|w| w == b"\r\n") else {
+            return if input.len() - pos > CHUNK_LINE_BYTES_MAX { Err(HttpError::Malformed) } else { Ok(None) };
+        };
+        pos += line_len + 2;
+        if line_len == 0 {
+            return Ok(Some(pos));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD_MAX: usize = 8192;
+    const BODY_MAX: usize = 1024;
+
+    fn head(text: &[u8]) -> Result<Option<Head>, HttpError> {
+        parse_head(text, HEAD_MAX, BODY_MAX)
+    }
+
+    #[test]
+    fn parses_a_post_with_content_length() {
+        let text = b"POST /goim/push/keys?operation=1000&keys=a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        let parsed = head(text).unwrap().unwrap();
+        assert_eq!(parsed.method, Method::Post);
+        assert_eq!(&text[parsed.target_start..parsed.target_end], b"/goim/push/keys?operation=1000&keys=a");
+        assert_eq!(parsed.framing, BodyFraming::Length(5));
+        assert!(parsed.keep_alive);
+        assert_eq!(&text[parsed.head_bytes..], b"hello");
+    }
+
+    #[test]
+    fn a_request_arriving_a_byte_at_a_time_is_partial_until_the_blank_line() {
+        let text = b"GET /goim/online/total HTTP/1.1\r\nConnection: close\r\n\r\n";
+        for cut in 0..text.len() {
+            assert_eq!(head(&text[..cut]), Ok(None), "cut at {cut}");
+        }
+        let parsed = head(text).unwrap().unwrap();
+        assert!(!parsed.keep_alive);
+        assert_eq!(parsed.framing, BodyFraming::Length(0));
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        assert!(!head(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().keep_alive);
+    }
+
+    #[test]
+    fn expect_continue_is_seen() {
+        let parsed = head(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
+        assert!(parsed.expect_continue);
+    }
+
+    #[test]
+    fn refuses_garbage_oversize_and_ambiguity() {
+        assert_eq!(head(b"\x00\x01hello\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nContent-Length: 2048\r\n\r\n"), Err(HttpError::BodyTooLarge));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HttpError::Malformed)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Err(HttpError::UnsupportedTransferEncoding)
+        );
+        let long = vec![b'a'; HEAD_MAX + 1];
+        assert_eq!(head(&long), Err(HttpError::HeaderTooLarge));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..HEADERS_MAX + 1 {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(head(&many), Err(HttpError::HeaderTooLarge));
+    }
+
+    #[test]
+    fn decodes_chunked_bodies_a_byte_at_a_time() {
+        let text = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let mut body = Vec::new();
+        let complete = text.len() - 4;
+        for cut in 0..complete {
+            assert_eq!(decode_chunked(&text[..cut], BODY_MAX, &mut body), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(decode_chunked(text, BODY_MAX, &mut body), Ok(Some(complete)));
+        assert_eq!(body, b"hello world");
+    }
+
+    #[test]
+    fn refuses_bad_and_oversized_chunks() {
+        let mut body = Vec::new();
+        assert_eq!(decode_chunked(b"zz\r\n", BODY_MAX, &mut body), Err(HttpError::Malformed));
+        assert_eq!(decode_chunked(b"3\r\nabcX\r\n", BODY_MAX, &mut body), Err(HttpError::Malformed));
+        assert_eq!(decode_chunked(b"401\r\n", BODY_MAX, &mut body), Err(HttpError::BodyTooLarge));
+        assert_eq!(decode_chunked(b"ffffffffffffffff\r\n", BODY_MAX, &mut body), Err(HttpError::BodyTooLarge));
+    }
+}

@@ -1,0 +1,144 @@
+//! The API's connection loop on one shard: read, answer every complete
+//! (pipelined) request, write all answers in one write, repeat.
+//!
+//! Owns: HTTP/1.1 connection handling: keep-alive, pipelining,
+//! `Expect: 100-continue`, idle timeout, and backpressure (a publisher waits
+//! while this shard's messages to other shards pile up). Must never: buffer
+//! more than one request head plus one body, or answer a malformed request
+//! with anything but a 4xx/5xx and a close.
+
+use super::api;
+use super::parser::{self, BodyFraming, HttpError};
+use crate::shard::Shard;
+use futures_lite::io::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Accepts API connections until the task is cancelled at shutdown.
+pub async fn accept(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                crate::log_warn!("shard {}: API accept failed: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What the parsing pass decided about the connection.
+enum Next {
+    ReadMore,
+    Close,
+}
+
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let idle = Duration::from_millis(shard.config.http.idle_timeout_ms.max(1));
+    let mut input: Vec<u8> = Vec::new();
+    let mut output: Vec<u8> = Vec::new();
+    let mut continue_sent = false;
+    loop {
+        let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent);
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+            output.clear();
+            if output.capacity() > 64 * 1024 {
+                output = Vec::new();
+            }
+        }
+        if let Next::Close = next {
+            let _ = stream.close().await;
+            return;
+        }
+        shard.outgoing.wait_drained().await;
+        let read = futures_lite::future::or(
+            async { crate::shard::session::read_into(&shard, &mut stream, &mut input).await.ok() },
+            async {
+                glommio::timer::sleep(idle).await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// Answers every complete request at the front of `input` into `output`,
+/// removing what it used.
+fn answer_complete_requests(shard: &Shard, input: &mut Vec<u8>, output: &mut Vec<u8>, continue_sent: &mut bool) -> Next {
+    let limits = &shard.config.limits;
+    let mut pos = 0;
+    let mut chunked_body = Vec::new();
+    let next = loop {
+        if pos == input.len() {
+            break Next::ReadMore;
+        }
+        let head = match parser::parse_head(&input[pos..], limits.request_header_bytes_max, limits.request_body_bytes_max) {
+            Ok(Some(head)) => head,
+            Ok(None) => break Next::ReadMore,
+            Err(error) => {
+                refuse(output, error);
+                break Next::Close;
+            }
+        };
+        let body_start = pos + head.head_bytes;
+        let (body, used): (&[u8], usize) = match head.framing {
+            BodyFraming::Length(length) if input.len() - body_start >= length => {
+                (&input[body_start..body_start + length], head.head_bytes + length)
+            }
+            BodyFraming::Length(_) => {
+                send_continue(&head, output, continue_sent);
+                break Next::ReadMore;
+            }
+            BodyFraming::Chunked => {
+                match parser::decode_chunked(&input[body_start..], limits.request_body_bytes_max, &mut chunked_body) {
+                    Ok(Some(length)) => (&chunked_body[..], head.head_bytes + length),
+                    Ok(None) => {
+                        send_continue(&head, output, continue_sent);
+                        break Next::ReadMore;
+                    }
+                    Err(error) => {
+                        refuse(output, error);
+                        break Next::Close;
+                    }
+                }
+            }
+        };
+        let target = &input[pos + head.target_start..pos + head.target_end];
+        let reply = api::handle(shard, head.method, target, body);
+        api::write_reply(output, &reply, !head.keep_alive);
+        pos += used;
+        *continue_sent = false;
+        if !head.keep_alive {
+            break Next::Close;
+        }
+    };
+    input.drain(..pos);
+    if input.is_empty() && input.capacity() > 64 * 1024 {
+        *input = Vec::new();
+    }
+    next
+}
+
+fn send_continue(head: &parser::Head, output: &mut Vec<u8>, continue_sent: &mut bool) {
+    if head.expect_continue && !*continue_sent {
+        output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        *continue_sent = true;
+    }
+}
+
+fn refuse(output: &mut Vec<u8>, error: HttpError) {
+    let (status, reason) = error.status();
+    crate::log_debug!("API request refused: {status} {reason}");
+    super::response::write(output, status, reason, "text/plain", reason.as_bytes(), true);
+}

@@ -1,0 +1,30 @@
+//! corecast: a goim-compatible push server, thread-per-core on io_uring.
+//!
+//! # Layout
+//!
+//! - `config`: the TOML configuration, validated once, shared read-only.
+//! - `protocol`: the goim frame codec and auth token (sans-IO).
+//! - `http`: the push / online / nodes API: parser, query decoding, the
+//!   endpoints, and the per-shard connection loop.
+//! - `shard`: everything a core owns: connections (`conns`, `session`),
+//!   rooms, its directory partition, online counts, outboxes and the
+//!   flusher, the mesh to other shards, and the runtime that starts it all.
+//!
+//! # Ownership map
+//!
+//! Each shard owns its connections, their rooms and outboxes, its part of
+//! the key/mid/IP directory (by hash) and its copy of the online counts.
+//! Only `ShardMsg` values cross cores, through `shard::mesh`; frames inside
+//! them are `Bytes` encoded once. The one process-wide mutable value is the
+//! shutdown flag.
+//!
+//! # Data flow
+//!
+//! accept → handshake/auth → register (room, directory) → push (HTTP API →
+//! mesh → dispatch into outboxes) → flusher → socket.
+
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod protocol;
+pub mod shard;

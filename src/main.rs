@@ -1,0 +1,60 @@
+//! `corecast [--config PATH]`: load the config, run the shards, exit 0 on
+//! SIGTERM/SIGINT.
+
+use corecast::config::Config;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: corecast [--config PATH]   (default: configs/corecast.toml)";
+
+fn main() -> ExitCode {
+    let mut path = PathBuf::from("configs/corecast.toml");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(value) => path = PathBuf::from(value),
+                None => return usage_error("--config needs a path"),
+            },
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" | "-V" => {
+                println!("corecast {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => return usage_error(&format!("unknown argument {other:?}")),
+        }
+    }
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("corecast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(level) = corecast::log::Level::parse(&config.server.log_level) {
+        corecast::log::set_level(level);
+    }
+    let result = corecast::shard::runtime::run(config, |bound| {
+        // The one line on stdout: tests and scripts wait for it.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "corecast ready tcp={} http={}", bound.tcp, bound.http);
+        let _ = stdout.flush();
+        corecast::log_info!("listening: clients tcp={} api http={}", bound.tcp, bound.http);
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corecast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("corecast: {message}\n{USAGE}");
+    ExitCode::from(2)
+}

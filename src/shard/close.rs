@@ -1,0 +1,56 @@
+//! Why a connection ended. Every exit path sets exactly one reason; the
+//! shard counts them and logs them at debug level.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed or reset the connection.
+    ClientClosed,
+    /// No auth frame within `handshake_timeout_ms`.
+    HandshakeTimeout,
+    /// A frame broke goim's framing rules (bad lengths).
+    BadFrame,
+    /// The auth token was not valid JSON.
+    BadToken,
+    /// No heartbeat within heartbeat x heartbeat_max.
+    IdleTimeout,
+    /// The outbound queue passed `outbound_bytes_per_connection_max`.
+    SlowConsumer,
+    /// A newer connection authenticated with the same key.
+    Replaced,
+    /// The server is shutting down.
+    Shutdown,
+    /// A socket error other than the peer closing.
+    IoError,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::ClientClosed,
+        CloseReason::HandshakeTimeout,
+        CloseReason::BadFrame,
+        CloseReason::BadToken,
+        CloseReason::IdleTimeout,
+        CloseReason::SlowConsumer,
+        CloseReason::Replaced,
+        CloseReason::Shutdown,
+        CloseReason::IoError,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::BadFrame => "bad_frame",
+            CloseReason::BadToken => "bad_token",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IoError => "io_error",
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The flusher: once per pass of the executor it turns pending room pushes
+//! into one shared chunk per room, hands that chunk to every member, then
+//! writes every dirty connection with one `sendmsg` (up to 64 chunks).
+//!
+//! Owns: the coalescing of writes. Every frame that became due for a
+//! connection during one pass leaves in one syscall. Must never: block
+//! (sockets are written with MSG_DONTWAIT; what the kernel refuses stays in
+//! the outbox and the session task waits for writability), or free a
+//! session (a failed write only marks it closed; its task reaps it).
+
+use super::close::CloseReason;
+use super::conns::ConnRef;
+use super::outbox::{Chunk, IOVECS_PER_WRITE_MAX};
+use super::{close_session, Shard};
+use bytes::{Bytes, BytesMut};
+use std::rc::Rc;
+
+/// Runs the flusher of `shard` until the shard stops.
+pub async fn run(shard: Rc<Shard>) {
+    loop {
+        shard.flush.wait().await;
+        // Let every task that is ready in this pass (mesh batches, HTTP
+        // requests) queue its pushes first: they then share the writes.
+        futures_lite::future::yield_now().await;
+        shard.flush_pass();
+    }
+}
+
+impl Shard {
+    /// One pass: room batches into outboxes, then every dirty outbox out.
+    pub fn flush_pass(&self) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let mut room_batches: Vec<(Chunk, Vec<u32>)> = Vec::new();
+        state.rooms.take_pending(|frames, members| {
+            room_batches.push((Rc::new(concat(frames)), members.to_vec()));
+        });
+        for (chunk, members) in room_batches {
+            for slot in members {
+                let Some((conn, _)) = state.conns.by_slot_mut(slot) else { continue };
+                self.enqueue(state, conn, chunk.clone());
+            }
+        }
+        let dirty = std::mem::take(&mut state.dirty);
+        let mut again = Vec::new();
+        let mut writes = 0u64;
+        for conn in dirty {
+            match self.write_session(state, conn) {
+                Written::Done => writes += 1,
+                Written::More => {
+                    writes += 1;
+                    again.push(conn);
+                }
+                Written::Skipped => {}
+            }
+        }
+        if !again.is_empty() {
+            state.dirty.extend_from_slice(&again);
+            self.flush.raise();
+        }
+        self.stats.borrow_mut().writes += writes;
+    }
+
+    fn write_session(&self, state: &mut super::State, conn: ConnRef) -> Written {
+        let Some(session) = state.conns.get_mut(conn) else { return Written::Skipped };
+        if session.held || session.write_blocked || session.close_reason.is_some() {
+            // Held: re-queued when the directory confirms. Blocked: the
+            // session task owns the socket until the kernel takes bytes again.
+            session.dirty = false;
+            return Written::Skipped;
+        }
+        session.dirty = false;
+        let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
+        let count = session.outbox.iovecs(&mut iovecs);
+        if count == 0 {
+            return Written::Skipped;
+        }
+        match send_vectored(session.fd, &iovecs[..count]) {
+            Ok(written) => {
+                session.outbox.consume(written);
+                let asked: usize = iovecs[..count].iter().map(|v| v.iov_len).sum();
+                if written < asked {
+                    block(session);
+                    Written::Done
+                } else if !session.outbox.is_empty() {
+                    session.dirty = true;
+                    Written::More
+                } else {
+                    Written::Done
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                block(session);
+                Written::Skipped
+            }
+            Err(_) => {
+                close_session(session, CloseReason::IoError);
+                Written::Skipped
+            }
+        }
+    }
+}
+
+enum Written {
+    Done,
+    /// Written, and more than one write's worth is still queued.
+    More,
+    Skipped,
+}
+
+/// Hands the socket to the session task until it is writable again.
+fn block(session: &mut super::conns::Session) {
+    session.write_blocked = true;
+    if let Some(waker) = session.waker.as_ref() {
+        waker.wake_by_ref();
+    }
+}
+
+/// One room's pushes of this pass as one buffer (no copy for a single push).
+fn concat(frames: &[Bytes]) -> Bytes {
+    if frames.len() == 1 {
+        return frames[0].clone();
+    }
+    let total = frames.iter().map(|f| f.len()).sum();
+    let mut out = BytesMut::with_capacity(total);
+    for frame in frames {
+        out.extend_from_slice(frame);
+    }
+    out.freeze()
+}
+
+/// `sendmsg` with MSG_DONTWAIT (never block the shard) and MSG_NOSIGNAL (a
+/// closed peer is an error, not a SIGPIPE).
+fn send_vectored(fd: i32, iovecs: &[libc::iovec]) -> std::io::Result<usize> {
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iovecs.len() as _;
+    // SAFETY: the iovecs point into chunks owned by the outbox, alive for
+    // the duration of the call; fd is the session's open socket.
+    let sent = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}

@@ -1,0 +1,141 @@
+//! Messages between shards, and the per-peer queues that batch them.
+//!
+//! Owns: the only path by which data crosses cores. A shard appends
+//! messages to a peer's queue during its turn; one sender task per peer
+//! hands the whole queue over as one batch through glommio's bounded
+//! channel mesh. Receiving tasks apply batches without awaiting another
+//! send, so two shards can never wait on each other.
+//!
+//! Must never: carry anything but owned, immutable data (`Bytes` frames are
+//! encoded once and shared by every shard).
+
+use super::conns::ConnRef;
+use super::online::OnlineReport;
+use super::signal::Signal;
+use bytes::Bytes;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Batches in flight on one mesh channel before a sender task waits.
+pub const MESH_CHANNEL_BATCHES: usize = 64;
+
+pub type Batch = Vec<ShardMsg>;
+
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver to every local member of `room`.
+    Room { room: Arc<str>, frame: Bytes },
+    /// Deliver to every local connection accepting `op`, walking about
+    /// `conns_per_s` connections a second (0 = at once).
+    All { op: i32, frame: Bytes, conns_per_s: u32 },
+    /// Look these keys up in this shard's directory and deliver.
+    Keys { keys: Vec<String>, op: i32, frame: Bytes },
+    /// Look these mids up in this shard's directory and deliver.
+    Mids { mids: Vec<i64>, op: i32, frame: Bytes },
+    /// Deliver to these local connections if they accept `op`.
+    Conns { conns: Vec<ConnRef>, op: i32, frame: Bytes },
+    /// Directory: `key` (and `mid`, unless 0) now belongs to `conn`. The
+    /// receiver answers with `Ack { id }` to `conn.shard`.
+    Register { key: Option<String>, mid: Option<i64>, conn: ConnRef, ack_id: u64 },
+    /// Directory: `conn` is gone.
+    Unregister { key: Option<String>, mid: Option<i64>, conn: ConnRef },
+    /// Close `conn`: a newer connection took its key.
+    Kick { conn: ConnRef },
+    Ack { ack_id: u64 },
+    /// Directory: a connection from `ip` opened (+1) or closed (-1).
+    Ip { ip: IpAddr, delta: i32 },
+    Online(OnlineReport),
+    /// Shut down: close every connection and stop accepting.
+    Shutdown,
+}
+
+/// Outgoing queues to every peer plus the bound that makes publishers wait.
+pub struct Outgoing {
+    queues: Vec<RefCell<Batch>>,
+    signals: Vec<Signal>,
+    pending_messages: Cell<usize>,
+    pending_messages_max: usize,
+    drained: Signal,
+}
+
+impl Outgoing {
+    pub fn new(shards: usize, pending_messages_max: usize) -> Outgoing {
+        Outgoing {
+            queues: (0..shards).map(|_| RefCell::new(Vec::new())).collect(),
+            signals: (0..shards).map(|_| Signal::default()).collect(),
+            pending_messages: Cell::new(0),
+            pending_messages_max,
+            drained: Signal::default(),
+        }
+    }
+
+    /// Queues `msg` for `peer`; it leaves with the peer's next batch.
+    pub fn send(&self, peer: usize, msg: ShardMsg) {
+        self.queues[peer].borrow_mut().push(msg);
+        self.pending_messages.set(self.pending_messages.get() + 1);
+        self.signals[peer].raise();
+    }
+
+    /// True while more than `mesh_pending_messages_max` messages wait to
+    /// leave: HTTP publishers then wait (`wait_drained`) before reading more.
+    pub fn congested(&self) -> bool {
+        self.pending_messages.get() > self.pending_messages_max
+    }
+
+    pub async fn wait_drained(&self) {
+        while self.congested() {
+            self.drained.wait().await;
+        }
+    }
+
+    fn take(&self, peer: usize) -> Batch {
+        let batch = std::mem::take(&mut *self.queues[peer].borrow_mut());
+        self.pending_messages.set(self.pending_messages.get() - batch.len());
+        batch
+    }
+}
+
+/// Runs one sender task per peer; returns when the mesh closes.
+pub fn spawn_senders(outgoing: Rc<Outgoing>, senders: Rc<Senders<Batch>>) {
+    for peer in 0..outgoing.queues.len() {
+        if peer == senders.peer_id() {
+            continue;
+        }
+        let outgoing = outgoing.clone();
+        let senders = senders.clone();
+        glommio::spawn_local(async move {
+            loop {
+                outgoing.signals[peer].wait().await;
+                let batch = outgoing.take(peer);
+                if !outgoing.congested() {
+                    outgoing.drained.raise();
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                if senders.send_to(peer, batch).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+/// Runs one receiving task per peer, handing each message to `apply`.
+pub fn spawn_receivers(mut receivers: Receivers<Batch>, apply: Rc<dyn Fn(ShardMsg)>) {
+    for (_peer, receiver) in receivers.streams() {
+        let apply = apply.clone();
+        glommio::spawn_local(async move {
+            while let Some(batch) = receiver.recv().await {
+                for msg in batch {
+                    apply(msg);
+                }
+            }
+        })
+        .detach();
+    }
+}

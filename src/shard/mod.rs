@@ -1,0 +1,305 @@
+//! A shard: one pinned core's share of the server. It owns its connections,
+//! their rooms, its part of the key/mid/IP directory and its view of the
+//! online counts, all in plain `RefCell`s: nothing here is shared with
+//! another thread, so nothing here takes a lock or an atomic.
+//!
+//! Data flows one way: `session` accepts and authenticates a connection and
+//! registers it here; pushes arrive from the HTTP API or the mesh and are
+//! queued in outboxes (`dispatch`); `flusher` writes every outbox once per
+//! pass. Must never: hold a `RefCell` borrow across an `.await`.
+
+pub mod close;
+pub mod conns;
+pub mod directory;
+pub mod dispatch;
+pub mod flusher;
+pub mod mesh;
+pub mod online;
+pub mod outbox;
+pub mod room;
+pub mod runtime;
+pub mod session;
+pub mod signal;
+pub mod wheel;
+
+use crate::config::{Config, SlowConsumerPolicy};
+use bytes::Bytes;
+use close::CloseReason;
+use conns::{ConnRef, Conns, Session};
+use directory::Directory;
+use mesh::{Outgoing, ShardMsg};
+use online::Online;
+use outbox::{Chunk, Queued};
+use room::Rooms;
+use signal::{Ack, Signal};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+use wheel::Wheel;
+
+/// Everything mutable a shard owns.
+pub struct State {
+    pub conns: Conns,
+    pub rooms: Rooms,
+    pub directory: Directory,
+    pub online: Online,
+    /// Sessions with bytes to write, each once (`Session::dirty`).
+    pub dirty: Vec<ConnRef>,
+    pub wheel: Wheel,
+}
+
+/// Counters of one shard (plain integers: only this shard writes them).
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    pub accepted: u64,
+    pub refused_full: u64,
+    pub closed: [u64; CloseReason::ALL.len()],
+    pub dropped_messages: u64,
+    pub delivered_chunks: u64,
+    pub writes: u64,
+    pub last_drop_log_s: u64,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub config: Arc<Config>,
+    pub state: RefCell<State>,
+    pub outgoing: Rc<Outgoing>,
+    /// Wakes the flusher.
+    pub flush: Signal,
+    /// Raised once at shutdown.
+    pub stop: Signal,
+    pub stopping: Cell<bool>,
+    pub stats: RefCell<Stats>,
+    /// Read buffer shared by every connection of this shard: a connection
+    /// borrows it only inside one poll, never across an await.
+    pub read_scratch: RefCell<Vec<u8>>,
+    /// Scratch for parsing JSON tokens in place.
+    pub json_scratch: RefCell<Vec<u8>>,
+    /// Client connections this shard accepts at most.
+    pub conns_max: usize,
+    /// Client connections open on this shard, authenticated or not.
+    pub open: Cell<usize>,
+    started: Instant,
+    acks: RefCell<HashMap<u64, (Ack, Cell<u32>)>>,
+    next_ack_id: Cell<u64>,
+    rng: Cell<u64>,
+}
+
+/// Size of the shared read scratch: many small frames per read.
+pub const READ_SCRATCH_BYTES: usize = 64 * 1024;
+
+impl Shard {
+    pub fn new(id: usize, shards: usize, config: Arc<Config>, conns_max: usize) -> Shard {
+        let horizon_s = (config.idle_deadline_ms() / 1000 + 1) as u32;
+        let seed = random_seed() ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Shard {
+            id,
+            shards,
+            state: RefCell::new(State {
+                conns: Conns::new(id as u16),
+                rooms: Rooms::default(),
+                directory: Directory::default(),
+                online: Online::new(id, shards),
+                dirty: Vec::new(),
+                wheel: Wheel::new(horizon_s),
+            }),
+            outgoing: Rc::new(Outgoing::new(shards, config.limits.mesh_pending_messages_max)),
+            flush: Signal::default(),
+            stop: Signal::default(),
+            stopping: Cell::new(false),
+            stats: RefCell::new(Stats::default()),
+            read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES.max(config.limits.frame_body_bytes_max + 16)]),
+            json_scratch: RefCell::new(Vec::new()),
+            conns_max,
+            open: Cell::new(0),
+            started: Instant::now(),
+            acks: RefCell::new(HashMap::new()),
+            next_ack_id: Cell::new(1),
+            rng: Cell::new(seed | 1),
+            config,
+        }
+    }
+
+    /// Seconds since the shard started (the wheel's clock).
+    pub fn now_s(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    /// Sends `msg` to shard `peer`; a message to this shard is applied at
+    /// once. Callers must not hold a borrow of `state`.
+    pub fn send(&self, peer: usize, msg: ShardMsg) {
+        if peer == self.id {
+            self.apply(msg);
+        } else {
+            self.outgoing.send(peer, msg);
+        }
+    }
+
+    /// A fresh acknowledgement that completes after `expected` `Ack` messages.
+    pub fn new_ack(&self, expected: u32) -> (u64, Ack) {
+        let id = self.next_ack_id.get();
+        self.next_ack_id.set(id + 1);
+        let ack = Ack::default();
+        self.acks.borrow_mut().insert(id, (ack.clone(), Cell::new(expected)));
+        (id, ack)
+    }
+
+    pub fn forget_ack(&self, id: u64) {
+        self.acks.borrow_mut().remove(&id);
+    }
+
+    fn complete_ack(&self, id: u64) {
+        let mut acks = self.acks.borrow_mut();
+        let Some((ack, left)) = acks.get(&id) else { return };
+        left.set(left.get().saturating_sub(1));
+        if left.get() == 0 {
+            ack.complete();
+            acks.remove(&id);
+        }
+    }
+
+    /// A random UUID v4 for clients that send an empty key (goim does the same).
+    pub fn new_key(&self) -> String {
+        let high = self.next_random();
+        let low = self.next_random();
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&high.to_be_bytes());
+        bytes[8..].copy_from_slice(&low.to_be_bytes());
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    }
+
+    fn next_random(&self) -> u64 {
+        // splitmix64: fast, and seeded per shard from the OS.
+        let state = self.rng.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.rng.set(state);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Queues `chunk` for `conn` and schedules a flush. At the outbound bound
+    /// the slow-consumer policy decides: close the connection, or drop the
+    /// message (counted and logged either way).
+    pub fn enqueue(&self, state: &mut State, conn: ConnRef, chunk: Chunk) {
+        let Some(session) = state.conns.get_mut(conn) else { return };
+        if session.close_reason.is_some() {
+            return;
+        }
+        let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
+        match session.outbox.push(chunk, bytes_max) {
+            Queued::Ok => {
+                if !session.dirty {
+                    session.dirty = true;
+                    state.dirty.push(conn);
+                    self.flush.raise();
+                }
+            }
+            Queued::Full => match self.config.limits.slow_consumer_policy {
+                SlowConsumerPolicy::Close => {
+                    crate::log_info!("shard {}: closing slow consumer {}", self.id, session.key);
+                    close_session(session, CloseReason::SlowConsumer);
+                }
+                SlowConsumerPolicy::Drop => self.count_drop(&session.key),
+            },
+        }
+    }
+
+    fn count_drop(&self, key: &str) {
+        let mut stats = self.stats.borrow_mut();
+        stats.dropped_messages += 1;
+        let now = self.started.elapsed().as_secs() + 1;
+        if stats.last_drop_log_s != now {
+            stats.last_drop_log_s = now;
+            crate::log_warn!(
+                "shard {}: outbound queue full, message dropped for {key} ({} dropped so far)",
+                self.id,
+                stats.dropped_messages
+            );
+        }
+    }
+
+    /// Closes `conn` for `reason` (its task finishes the job).
+    pub fn close(&self, conn: ConnRef, reason: CloseReason) {
+        let mut state = self.state.borrow_mut();
+        if let Some(session) = state.conns.get_mut(conn) {
+            close_session(session, reason);
+        }
+    }
+
+    /// Connections of this shard and distinct IPs of its directory partition.
+    pub fn local_counts(&self) -> (u64, u64) {
+        let state = self.state.borrow();
+        (state.conns.len() as u64, state.directory.ip_count() as u64)
+    }
+
+    /// Builds the online report and sends it to every other shard.
+    pub fn publish_online(&self) {
+        let report = {
+            let mut state = self.state.borrow_mut();
+            let conns = state.conns.len() as u64;
+            let ips = state.directory.ip_count() as u64;
+            state.online.report(conns, ips)
+        };
+        for peer in (0..self.shards).filter(|p| *p != self.id) {
+            self.outgoing.send(peer, ShardMsg::Online(report.clone()));
+        }
+    }
+
+    /// Joins `slot` to `room` and records the new local count.
+    pub fn join_room(state: &mut State, session_slot: u32, room: &str) -> (Rc<str>, u32) {
+        let joined = state.rooms.join(room, session_slot);
+        let count = state.rooms.members(room) as u32;
+        state.online.local_room(room, count);
+        joined
+    }
+
+    /// Removes the session in `slot` from its room, if any.
+    pub fn leave_room(state: &mut State, conn: ConnRef) {
+        let Some(session) = state.conns.get_mut(conn) else { return };
+        let Some(room) = session.room.take() else { return };
+        let index = session.room_index;
+        if let Some(moved) = state.rooms.leave(&room, index, conn.slot) {
+            if let Some((_, other)) = state.conns.by_slot_mut(moved) {
+                other.room_index = index;
+            }
+        }
+        let count = state.rooms.members(&room) as u32;
+        state.online.local_room(&room, count);
+    }
+
+    /// Encodes a push frame once.
+    pub fn push_frame(op: i32, body: &[u8]) -> Bytes {
+        crate::protocol::frame::encode(crate::protocol::op::PUSH_VERSION, op, 0, body)
+    }
+}
+
+/// Marks a session closed and wakes its task, which ends the connection.
+pub fn close_session(session: &mut Session, reason: CloseReason) {
+    if session.close_reason.is_none() {
+        session.close_reason = Some(reason);
+    }
+    if let Some(waker) = session.waker.take() {
+        waker.wake();
+    }
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = file.read_exact(&mut bytes);
+    }
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    u64::from_le_bytes(bytes) ^ time
+}

@@ -1,0 +1,124 @@
+//! Rooms of one shard: the local members of each room key (`type://id`) and
+//! the pushes waiting for the next flush.
+//!
+//! Owns: membership lists (slot numbers, 4 bytes a member) and pending room
+//! frames. Must never: keep an empty room (it is removed on the last leave),
+//! or queue a push for a room with no local member.
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+#[derive(Default)]
+pub struct Room {
+    /// Slots of the members on this shard; order is irrelevant (swap-remove).
+    pub members: Vec<u32>,
+    /// Encoded frames pushed since the last flush, in arrival order.
+    pub pending: Vec<Bytes>,
+}
+
+#[derive(Default)]
+pub struct Rooms {
+    map: HashMap<Rc<str>, Room>,
+    /// Rooms with pending frames, each listed once.
+    dirty: Vec<Rc<str>>,
+}
+
+impl Rooms {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn members(&self, room: &str) -> usize {
+        self.map.get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// Adds `slot` to `room`; returns the shared room key and the member index.
+    pub fn join(&mut self, room: &str, slot: u32) -> (Rc<str>, u32) {
+        let key = match self.map.get_key_value(room) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key: Rc<str> = Rc::from(room);
+                self.map.insert(key.clone(), Room::default());
+                key
+            }
+        };
+        let entry = self.map.get_mut(room).expect("room inserted above");
+        entry.members.push(slot);
+        (key, (entry.members.len() - 1) as u32)
+    }
+
+    /// Removes the member at `index`; returns the slot moved into `index`
+    /// (its session must update its `room_index`), if any.
+    pub fn leave(&mut self, room: &str, index: u32, slot: u32) -> Option<u32> {
+        let entry = self.map.get_mut(room)?;
+        let index = index as usize;
+        assert_eq!(entry.members.get(index), Some(&slot), "room member index out of sync");
+        entry.members.swap_remove(index);
+        let moved = entry.members.get(index).copied();
+        if entry.members.is_empty() {
+            self.map.remove(room);
+        }
+        moved
+    }
+
+    /// Queues a frame for every local member of `room`. Returns false when
+    /// the room has no member here (nothing queued).
+    pub fn push(&mut self, room: &str, frame: Bytes) -> bool {
+        let Some(key) = self.map.get_key_value(room).map(|(k, _)| k) else { return false };
+        let key = key.clone();
+        let entry = self.map.get_mut(&key).expect("present above");
+        if entry.pending.is_empty() {
+            self.dirty.push(key);
+        }
+        entry.pending.push(frame);
+        true
+    }
+
+    /// Takes the rooms with pending frames: (room, frames, member slots).
+    pub fn take_pending(&mut self, mut each: impl FnMut(&[Bytes], &[u32])) {
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(entry) = self.map.get_mut(&key) {
+                let frames = std::mem::take(&mut entry.pending);
+                each(&frames, &entry.members);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_leave_keeps_indices_in_sync_and_drops_empty_rooms() {
+        let mut rooms = Rooms::default();
+        let (_, a) = rooms.join("live://1", 10);
+        let (_, b) = rooms.join("live://1", 11);
+        let (_, c) = rooms.join("live://1", 12);
+        assert_eq!((a, b, c), (0, 1, 2));
+        // Removing the first moves the last member into index 0.
+        assert_eq!(rooms.leave("live://1", 0, 10), Some(12));
+        assert_eq!(rooms.members("live://1"), 2);
+        assert_eq!(rooms.leave("live://1", 1, 11), None);
+        assert_eq!(rooms.leave("live://1", 0, 12), None);
+        assert!(rooms.is_empty());
+    }
+
+    #[test]
+    fn pushes_to_a_room_without_members_are_not_queued() {
+        let mut rooms = Rooms::default();
+        assert!(!rooms.push("live://1", Bytes::from_static(b"x")));
+        rooms.join("live://1", 1);
+        assert!(rooms.push("live://1", Bytes::from_static(b"a")));
+        assert!(rooms.push("live://1", Bytes::from_static(b"b")));
+        let mut seen = Vec::new();
+        rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
+        assert_eq!(seen, vec![(2, vec![1])]);
+        rooms.take_pending(|_, _| panic!("nothing pending"));
+    }
+}

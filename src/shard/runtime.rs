@@ -1,0 +1,273 @@
+//! Starting and stopping the shards: one glommio `LocalExecutor` per shard,
+//! pinned to its own CPU, joined by a bounded channel mesh; per shard a TCP
+//! client listener and an HTTP API listener on the same ports
+//! (SO_REUSEPORT: the kernel spreads connections over the shards).
+//!
+//! Owns: process-level concerns (open-file ceiling, signals, the ready
+//! line). Must never: share mutable state between shards; the only
+//! process-wide value is the shutdown flag, read by each shard's ticker.
+
+use super::mesh::{self, Batch};
+use super::Shard;
+use crate::config::Config;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::unix::io::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Set once by the signal handler thread; each shard's ticker reads it.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// How often a shard looks at the shutdown flag and the timer wheel.
+const TICK_MS: u64 = 100;
+/// Open files kept back for listeners, the ring, logs and the API.
+const FILES_RESERVED: u64 = 64;
+/// After a failed accept (EMFILE, ENFILE, ...) the accept loop sleeps this long.
+const ACCEPT_BACKOFF_MS: u64 = 50;
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
+}
+
+/// The shard running on this thread.
+pub fn current() -> Rc<Shard> {
+    CURRENT.with(|c| c.borrow().clone()).expect("called outside a shard thread")
+}
+
+/// Addresses the server listens on (port 0 in the config is resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Raises the open-file soft limit to the hard limit; returns the ceiling.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+/// Creates one listening socket per shard on the same address.
+fn listeners(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<RawFd>), String> {
+    let mut fds = Vec::with_capacity(shards);
+    let mut bound = addr;
+    for _ in 0..shards {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+            .map_err(|e| format!("socket: {e}"))?;
+        socket.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+        socket.set_reuse_port(true).map_err(|e| format!("SO_REUSEPORT: {e}"))?;
+        socket.set_nonblocking(true).map_err(|e| format!("nonblocking: {e}"))?;
+        socket.bind(&bound.into()).map_err(|e| format!("cannot bind {bound}: {e}"))?;
+        socket.listen(4096).map_err(|e| format!("listen {bound}: {e}"))?;
+        if bound.port() == 0 {
+            bound = socket.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;
+        }
+        fds.push(socket.into_raw_fd());
+    }
+    Ok((bound, fds))
+}
+
+/// The CPUs this process may run on.
+fn cpus() -> Vec<usize> {
+    core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect()).unwrap_or_default()
+}
+
+/// Runs the server until SIGTERM/SIGINT. `on_ready` is called once every
+/// shard is serving.
+pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
+    let config = Arc::new(config);
+    let cpus = cpus();
+    let shards = match config.server.shards {
+        0 => cpus.len().max(1),
+        n => n,
+    };
+    let ceiling = raise_open_file_limit();
+    let conns_max = match config.limits.connections_per_shard_max {
+        0 => (ceiling.saturating_sub(FILES_RESERVED + 8 * shards as u64) / shards as u64).max(1) as usize,
+        n => n,
+    };
+    crate::log_info!("open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each");
+    if ceiling < 1_000_000 {
+        crate::log_info!("1,000,000 connections need RLIMIT_NOFILE above 1,000,000 (see README)");
+    }
+    let (tcp, tcp_fds) = listeners(Config::parse_addr(&config.tcp.bind)?, shards)?;
+    let (http, http_fds) = listeners(Config::parse_addr(&config.http.bind)?, shards)?;
+    block_shutdown_signals()?;
+    let mesh = MeshBuilder::<Batch, _>::full(shards, mesh::MESH_CHANNEL_BATCHES);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let mut handles = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let placement = match cpus.get(index % cpus.len().max(1)) {
+            Some(cpu) if shards <= cpus.len() => Placement::Fixed(*cpu),
+            _ => Placement::Unbound,
+        };
+        let (config, mesh, ready_tx) = (config.clone(), mesh.clone(), ready_tx.clone());
+        let (tcp_fd, http_fd) = (tcp_fds[index], http_fds[index]);
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{index}"))
+            .spawn(move || shard_main(config, shards, conns_max, mesh, tcp_fd, http_fd, ready_tx))
+            .map_err(|e| format!("cannot start shard {index}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        ready_rx.recv().map_err(|_| "a shard failed to start".to_string())?;
+    }
+    on_ready(Bound { tcp, http });
+    let watcher = std::thread::spawn(wait_for_signal);
+    for handle in handles {
+        let _ = handle.join();
+    }
+    drop(watcher);
+    Ok(())
+}
+
+async fn shard_main(
+    config: Arc<Config>,
+    shards: usize,
+    conns_max: usize,
+    mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
+    tcp_fd: RawFd,
+    http_fd: RawFd,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    let Ok((senders, receivers)) = mesh.join().await else {
+        crate::log_error!("cannot join the shard mesh");
+        return;
+    };
+    let id = senders.peer_id();
+    let shard = Rc::new(Shard::new(id, shards, config.clone(), conns_max));
+    CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
+    mesh::spawn_senders(shard.outgoing.clone(), Rc::new(senders));
+    let applier = shard.clone();
+    mesh::spawn_receivers(receivers, Rc::new(move |msg| applier.apply(msg)));
+    glommio::spawn_local(super::flusher::run(shard.clone())).detach();
+    glommio::spawn_local(ticker(shard.clone())).detach();
+    // SAFETY: the fds were created by `listeners`, are listening, and each
+    // is handed to exactly one shard.
+    let tcp_listener = unsafe { TcpListener::from_raw_fd(tcp_fd) };
+    let http_listener = unsafe { TcpListener::from_raw_fd(http_fd) };
+    let tcp_accept = glommio::spawn_local(accept_clients(shard.clone(), tcp_listener)).detach();
+    let http_accept = glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
+    let _ = ready.send(());
+    shard.stop.wait().await;
+    tcp_accept.cancel();
+    http_accept.cancel();
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let started = Instant::now();
+    while shard.open.get() > 0 && started.elapsed() < grace {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    crate::log_info!("shard {id} stopped");
+    CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// Accepts client connections; past `conns_max` a connection is closed at once.
+async fn accept_clients(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if shard.open.get() >= shard.conns_max {
+                    shard.stats.borrow_mut().refused_full += 1;
+                    crate::log_warn!("shard {}: connection limit {} reached, refusing", shard.id, shard.conns_max);
+                    drop(stream);
+                    continue;
+                }
+                let Ok(peer) = stream.peer_addr() else { continue };
+                shard.stats.borrow_mut().accepted += 1;
+                shard.open.set(shard.open.get() + 1);
+                let task_shard = shard.clone();
+                glommio::spawn_local(async move {
+                    super::session::serve(task_shard.clone(), stream, peer).await;
+                    task_shard.open.set(task_shard.open.get() - 1);
+                })
+                .detach();
+            }
+            Err(e) => {
+                crate::log_warn!("shard {}: accept failed: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
+            }
+        }
+    }
+}
+
+/// Shutdown flag, idle deadlines and online reports, on one timer.
+async fn ticker(shard: Rc<Shard>) {
+    let sync_every = Duration::from_millis(shard.config.server.online_sync_ms);
+    let tick = Duration::from_millis(TICK_MS).min(sync_every);
+    let mut last_sync = Instant::now();
+    loop {
+        glommio::timer::sleep(tick).await;
+        if SHUTDOWN.load(Ordering::Relaxed) {
+            shard.begin_shutdown();
+            return;
+        }
+        expire_idle(&shard);
+        if last_sync.elapsed() >= sync_every {
+            last_sync = Instant::now();
+            shard.publish_online();
+        }
+    }
+}
+
+fn expire_idle(shard: &Shard) {
+    let now_s = shard.now_s();
+    let mut state = shard.state.borrow_mut();
+    let state = &mut *state;
+    let mut refile = Vec::new();
+    let conns = &mut state.conns;
+    state.wheel.advance(now_s, |conn, second| {
+        let Some(session) = conns.get_mut(conn) else { return };
+        if session.deadline_s <= second {
+            super::close_session(session, super::close::CloseReason::IdleTimeout);
+        } else {
+            refile.push((conn, session.deadline_s));
+        }
+    });
+    for (conn, deadline_s) in refile {
+        state.wheel.insert(conn, deadline_s);
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in every thread (the shards inherit the mask)
+/// so that only `wait_for_signal` receives them.
+fn block_shutdown_signals() -> Result<(), String> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    // A peer that closes while we write must give EPIPE, not kill the process.
+    // SAFETY: installing SIG_IGN for SIGPIPE has no preconditions.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn);
+    }
+    Ok(())
+}
+
+fn wait_for_signal() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    if let Ok(signal) = set.wait() {
+        crate::log_info!("{signal:?}: shutting down");
+    }
+    SHUTDOWN.store(true, Ordering::Relaxed);
+}
