@@ -135,7 +135,7 @@ mod tests {
         b.local_room("live://2", 5);
         a.apply(&b.report(7, 1));
         assert_eq!(a.room("live://1"), 5);
-        assert_eq!(a.top("live", 10), vec![("2".to_string(), 5), ("1".to_string(), 5)]);
+        assert_eq!(a.top("live", 10), vec![("1".to_string(), 5), ("2".to_string(), 5)]);
         assert_eq!(a.top("live", 1).len(), 1);
         assert_eq!(a.totals(3, 1), (10, 2));
         // A report only carries what changed since the previous one.
