@@ -170,7 +170,7 @@ impl Default for BackoffSection {
 }
 
 /// The whole configuration, as read from the file (unknown keys are refused).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerSection,
@@ -180,20 +180,6 @@ pub struct Config {
     pub limits: LimitsSection,
     pub node: NodeSection,
     pub backoff: BackoffSection,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerSection::default(),
-            tcp: TcpSection::default(),
-            http: HttpSection::default(),
-            protocol: ProtocolSection::default(),
-            limits: LimitsSection::default(),
-            node: NodeSection::default(),
-            backoff: BackoffSection::default(),
-        }
-    }
 }
 
 /// Hard bounds a config must respect; checked at start so a bad file refuses
@@ -219,9 +205,21 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         let limits = &self.limits;
-        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("bad config: {what}")) };
-        check(self.server.shards <= SHARDS_MAX, "server.shards must be at most 256")?;
-        check(self.server.online_sync_ms >= 10, "server.online_sync_ms must be at least 10")?;
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("bad config: {what}"))
+            }
+        };
+        check(
+            self.server.shards <= SHARDS_MAX,
+            "server.shards must be at most 256",
+        )?;
+        check(
+            self.server.online_sync_ms >= 10,
+            "server.online_sync_ms must be at least 10",
+        )?;
         check(
             (1..=FRAME_BODY_BYTES_MAX_CEILING).contains(&limits.frame_body_bytes_max),
             "limits.frame_body_bytes_max must be 1..=1048576",
@@ -230,15 +228,30 @@ impl Config {
             limits.request_header_bytes_max >= REQUEST_HEADER_BYTES_MIN,
             "limits.request_header_bytes_max must be at least 1024",
         )?;
-        check(limits.request_targets_max >= 1, "limits.request_targets_max must be at least 1")?;
+        check(
+            limits.request_targets_max >= 1,
+            "limits.request_targets_max must be at least 1",
+        )?;
         check(
             limits.outbound_bytes_per_connection_max >= 4096,
             "limits.outbound_bytes_per_connection_max must be at least 4096",
         )?;
-        check(limits.mesh_pending_messages_max >= 16, "limits.mesh_pending_messages_max must be at least 16")?;
-        check(self.protocol.heartbeat_s >= 1, "protocol.heartbeat_s must be at least 1")?;
-        check(self.protocol.heartbeat_max >= 1, "protocol.heartbeat_max must be at least 1")?;
-        check(self.protocol.handshake_timeout_ms >= 1, "protocol.handshake_timeout_ms must be at least 1")?;
+        check(
+            limits.mesh_pending_messages_max >= 16,
+            "limits.mesh_pending_messages_max must be at least 16",
+        )?;
+        check(
+            self.protocol.heartbeat_s >= 1,
+            "protocol.heartbeat_s must be at least 1",
+        )?;
+        check(
+            self.protocol.heartbeat_max >= 1,
+            "protocol.heartbeat_max must be at least 1",
+        )?;
+        check(
+            self.protocol.handshake_timeout_ms >= 1,
+            "protocol.handshake_timeout_ms must be at least 1",
+        )?;
         Self::parse_addr(&self.tcp.bind)?;
         Self::parse_addr(&self.http.bind)?;
         crate::log::Level::parse(&self.server.log_level)

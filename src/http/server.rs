@@ -59,7 +59,11 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         shard.outgoing.wait_drained().await;
         let read = futures_lite::future::or(
-            async { crate::shard::session::read_into(&shard, &mut stream, &mut input).await.ok() },
+            async {
+                crate::shard::session::read_into(&shard, &mut stream, &mut input)
+                    .await
+                    .ok()
+            },
             async {
                 glommio::timer::sleep(idle).await;
                 None
@@ -75,7 +79,12 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
 
 /// Answers every complete request at the front of `input` into `output`,
 /// removing what it used.
-fn answer_complete_requests(shard: &Shard, input: &mut Vec<u8>, output: &mut Vec<u8>, continue_sent: &mut bool) -> Next {
+fn answer_complete_requests(
+    shard: &Shard,
+    input: &mut Vec<u8>,
+    output: &mut Vec<u8>,
+    continue_sent: &mut bool,
+) -> Next {
     let limits = &shard.config.limits;
     let mut pos = 0;
     let mut chunked_body = Vec::new();
@@ -83,7 +92,11 @@ fn answer_complete_requests(shard: &Shard, input: &mut Vec<u8>, output: &mut Vec
         if pos == input.len() {
             break Next::ReadMore;
         }
-        let head = match parser::parse_head(&input[pos..], limits.request_header_bytes_max, limits.request_body_bytes_max) {
+        let head = match parser::parse_head(
+            &input[pos..],
+            limits.request_header_bytes_max,
+            limits.request_body_bytes_max,
+        ) {
             Ok(Some(head)) => head,
             Ok(None) => break Next::ReadMore,
             Err(error) => {
@@ -93,15 +106,20 @@ fn answer_complete_requests(shard: &Shard, input: &mut Vec<u8>, output: &mut Vec
         };
         let body_start = pos + head.head_bytes;
         let (body, used): (&[u8], usize) = match head.framing {
-            BodyFraming::Length(length) if input.len() - body_start >= length => {
-                (&input[body_start..body_start + length], head.head_bytes + length)
-            }
+            BodyFraming::Length(length) if input.len() - body_start >= length => (
+                &input[body_start..body_start + length],
+                head.head_bytes + length,
+            ),
             BodyFraming::Length(_) => {
                 send_continue(&head, output, continue_sent);
                 break Next::ReadMore;
             }
             BodyFraming::Chunked => {
-                match parser::decode_chunked(&input[body_start..], limits.request_body_bytes_max, &mut chunked_body) {
+                match parser::decode_chunked(
+                    &input[body_start..],
+                    limits.request_body_bytes_max,
+                    &mut chunked_body,
+                ) {
                     Ok(Some(length)) => (&chunked_body[..], head.head_bytes + length),
                     Ok(None) => {
                         send_continue(&head, output, continue_sent);
@@ -140,5 +158,12 @@ fn send_continue(head: &parser::Head, output: &mut Vec<u8>, continue_sent: &mut 
 fn refuse(output: &mut Vec<u8>, error: HttpError) {
     let (status, reason) = error.status();
     crate::log_debug!("API request refused: {status} {reason}");
-    super::response::write(output, status, reason, "text/plain", reason.as_bytes(), true);
+    super::response::write(
+        output,
+        status,
+        reason,
+        "text/plain",
+        reason.as_bytes(),
+        true,
+    );
 }

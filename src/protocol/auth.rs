@@ -30,7 +30,9 @@ impl std::fmt::Display for TokenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TokenError::NotJson(why) => write!(f, "auth token is not valid JSON: {why}"),
-            TokenError::TooManyAccepts(n) => write!(f, "auth token lists {n} accepts (max {ACCEPTS_MAX})"),
+            TokenError::TooManyAccepts(n) => {
+                write!(f, "auth token lists {n} accepts (max {ACCEPTS_MAX})")
+            }
         }
     }
 }

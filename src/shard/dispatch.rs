@@ -25,23 +25,36 @@ impl Shard {
     pub fn apply(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Room { room, frame } => self.deliver_room(&room, frame),
-            ShardMsg::All { op, frame, conns_per_s } => self.deliver_all(op, frame, conns_per_s),
+            ShardMsg::All {
+                op,
+                frame,
+                conns_per_s,
+            } => self.deliver_all(op, frame, conns_per_s),
             ShardMsg::Keys { keys, op, frame } => {
                 let conns: Vec<ConnRef> = {
                     let state = self.state.borrow();
-                    keys.iter().filter_map(|key| state.directory.key(key)).collect()
+                    keys.iter()
+                        .filter_map(|key| state.directory.key(key))
+                        .collect()
                 };
                 self.forward_to_conns(conns, op, frame);
             }
             ShardMsg::Mids { mids, op, frame } => {
                 let conns: Vec<ConnRef> = {
                     let state = self.state.borrow();
-                    mids.iter().flat_map(|mid| state.directory.mid(*mid).iter().copied()).collect()
+                    mids.iter()
+                        .flat_map(|mid| state.directory.mid(*mid).iter().copied())
+                        .collect()
                 };
                 self.forward_to_conns(conns, op, frame);
             }
             ShardMsg::Conns { conns, op, frame } => self.deliver_conns(&conns, op, frame),
-            ShardMsg::Register { key, mid, conn, ack_id } => {
+            ShardMsg::Register {
+                key,
+                mid,
+                conn,
+                ack_id,
+            } => {
                 let replaced = {
                     let mut state = self.state.borrow_mut();
                     if let Some(mid) = mid {
@@ -74,7 +87,6 @@ impl Shard {
                 }
             }
             ShardMsg::Online(report) => self.state.borrow_mut().online.apply(&report),
-            ShardMsg::Shutdown => self.begin_shutdown(),
         }
     }
 
@@ -93,7 +105,14 @@ impl Shard {
             if shard == self.id {
                 self.deliver_conns(&conns, op, frame.clone());
             } else {
-                self.outgoing.send(shard, ShardMsg::Conns { conns, op, frame: frame.clone() });
+                self.outgoing.send(
+                    shard,
+                    ShardMsg::Conns {
+                        conns,
+                        op,
+                        frame: frame.clone(),
+                    },
+                );
             }
         }
     }
@@ -102,7 +121,10 @@ impl Shard {
         let chunk = Rc::new(frame);
         let mut state = self.state.borrow_mut();
         for conn in conns {
-            let accepts = state.conns.get(*conn).is_some_and(|s| s.accepts.binary_search(&op).is_ok());
+            let accepts = state
+                .conns
+                .get(*conn)
+                .is_some_and(|s| s.accepts.binary_search(&op).is_ok());
             if accepts {
                 self.enqueue(&mut state, *conn, chunk.clone());
             }
@@ -147,7 +169,9 @@ impl Shard {
     fn deliver_all_slots(&self, op: i32, chunk: &super::outbox::Chunk, from: u32, to: u32) {
         let mut state = self.state.borrow_mut();
         for slot in from..to {
-            let Some((conn, session)) = state.conns.by_slot_mut(slot) else { continue };
+            let Some((conn, session)) = state.conns.by_slot_mut(slot) else {
+                continue;
+            };
             if session.accepts.binary_search(&op).is_err() {
                 continue;
             }
@@ -180,7 +204,14 @@ impl Shard {
         }
         for (owner, keys) in by_owner.into_iter().enumerate() {
             if !keys.is_empty() {
-                self.send(owner, ShardMsg::Keys { keys, op, frame: frame.clone() });
+                self.send(
+                    owner,
+                    ShardMsg::Keys {
+                        keys,
+                        op,
+                        frame: frame.clone(),
+                    },
+                );
             }
         }
     }
@@ -194,7 +225,14 @@ impl Shard {
         }
         for (owner, mids) in by_owner.into_iter().enumerate() {
             if !mids.is_empty() {
-                self.send(owner, ShardMsg::Mids { mids, op, frame: frame.clone() });
+                self.send(
+                    owner,
+                    ShardMsg::Mids {
+                        mids,
+                        op,
+                        frame: frame.clone(),
+                    },
+                );
             }
         }
     }
@@ -205,16 +243,33 @@ impl Shard {
         let frame = Self::push_frame(op, body);
         let room: Arc<str> = Arc::from(room);
         for shard in 0..self.shards {
-            self.send(shard, ShardMsg::Room { room: room.clone(), frame: frame.clone() });
+            self.send(
+                shard,
+                ShardMsg::Room {
+                    room: room.clone(),
+                    frame: frame.clone(),
+                },
+            );
         }
     }
 
     /// POST /goim/push/all: `speed` connections a second over all shards.
     pub fn push_all(&self, op: i32, body: &[u8], speed: u32) {
         let frame = Self::push_frame(op, body);
-        let conns_per_s = if speed == 0 { 0 } else { speed.div_ceil(self.shards as u32).max(1) };
+        let conns_per_s = if speed == 0 {
+            0
+        } else {
+            speed.div_ceil(self.shards as u32).max(1)
+        };
         for shard in 0..self.shards {
-            self.send(shard, ShardMsg::All { op, frame: frame.clone(), conns_per_s });
+            self.send(
+                shard,
+                ShardMsg::All {
+                    op,
+                    frame: frame.clone(),
+                    conns_per_s,
+                },
+            );
         }
     }
 }

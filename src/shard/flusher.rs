@@ -37,7 +37,9 @@ impl Shard {
         });
         for (chunk, members) in room_batches {
             for slot in members {
-                let Some((conn, _)) = state.conns.by_slot_mut(slot) else { continue };
+                let Some((conn, _)) = state.conns.by_slot_mut(slot) else {
+                    continue;
+                };
                 self.enqueue(state, conn, chunk.clone());
             }
         }
@@ -62,7 +64,9 @@ impl Shard {
     }
 
     fn write_session(&self, state: &mut super::State, conn: ConnRef) -> Written {
-        let Some(session) = state.conns.get_mut(conn) else { return Written::Skipped };
+        let Some(session) = state.conns.get_mut(conn) else {
+            return Written::Skipped;
+        };
         if session.held || session.write_blocked || session.close_reason.is_some() {
             // Held: re-queued when the directory confirms. Blocked: the
             // session task owns the socket until the kernel takes bytes again.
@@ -70,7 +74,10 @@ impl Shard {
             return Written::Skipped;
         }
         session.dirty = false;
-        let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
+        let mut iovecs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; IOVECS_PER_WRITE_MAX];
         let count = session.outbox.iovecs(&mut iovecs);
         if count == 0 {
             return Written::Skipped;

@@ -27,29 +27,62 @@ pub type Batch = Vec<ShardMsg>;
 #[derive(Debug)]
 pub enum ShardMsg {
     /// Deliver to every local member of `room`.
-    Room { room: Arc<str>, frame: Bytes },
+    Room {
+        room: Arc<str>,
+        frame: Bytes,
+    },
     /// Deliver to every local connection accepting `op`, walking about
     /// `conns_per_s` connections a second (0 = at once).
-    All { op: i32, frame: Bytes, conns_per_s: u32 },
+    All {
+        op: i32,
+        frame: Bytes,
+        conns_per_s: u32,
+    },
     /// Look these keys up in this shard's directory and deliver.
-    Keys { keys: Vec<String>, op: i32, frame: Bytes },
+    Keys {
+        keys: Vec<String>,
+        op: i32,
+        frame: Bytes,
+    },
     /// Look these mids up in this shard's directory and deliver.
-    Mids { mids: Vec<i64>, op: i32, frame: Bytes },
+    Mids {
+        mids: Vec<i64>,
+        op: i32,
+        frame: Bytes,
+    },
     /// Deliver to these local connections if they accept `op`.
-    Conns { conns: Vec<ConnRef>, op: i32, frame: Bytes },
+    Conns {
+        conns: Vec<ConnRef>,
+        op: i32,
+        frame: Bytes,
+    },
     /// Directory: `key` (and `mid`, unless 0) now belongs to `conn`. The
     /// receiver answers with `Ack { id }` to `conn.shard`.
-    Register { key: Option<String>, mid: Option<i64>, conn: ConnRef, ack_id: u64 },
+    Register {
+        key: Option<String>,
+        mid: Option<i64>,
+        conn: ConnRef,
+        ack_id: u64,
+    },
     /// Directory: `conn` is gone.
-    Unregister { key: Option<String>, mid: Option<i64>, conn: ConnRef },
+    Unregister {
+        key: Option<String>,
+        mid: Option<i64>,
+        conn: ConnRef,
+    },
     /// Close `conn`: a newer connection took its key.
-    Kick { conn: ConnRef },
-    Ack { ack_id: u64 },
+    Kick {
+        conn: ConnRef,
+    },
+    Ack {
+        ack_id: u64,
+    },
     /// Directory: a connection from `ip` opened (+1) or closed (-1).
-    Ip { ip: IpAddr, delta: i32 },
+    Ip {
+        ip: IpAddr,
+        delta: i32,
+    },
     Online(OnlineReport),
-    /// Shut down: close every connection and stop accepting.
-    Shutdown,
 }
 
 /// Outgoing queues to every peer plus the bound that makes publishers wait.
@@ -93,7 +126,8 @@ impl Outgoing {
 
     fn take(&self, peer: usize) -> Batch {
         let batch = std::mem::take(&mut *self.queues[peer].borrow_mut());
-        self.pending_messages.set(self.pending_messages.get() - batch.len());
+        self.pending_messages
+            .set(self.pending_messages.get() - batch.len());
         batch
     }
 }

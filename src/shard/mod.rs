@@ -107,12 +107,19 @@ impl Shard {
                 dirty: Vec::new(),
                 wheel: Wheel::new(horizon_s),
             }),
-            outgoing: Rc::new(Outgoing::new(shards, config.limits.mesh_pending_messages_max)),
+            outgoing: Rc::new(Outgoing::new(
+                shards,
+                config.limits.mesh_pending_messages_max,
+            )),
             flush: Signal::default(),
             stop: Signal::default(),
             stopping: Cell::new(false),
             stats: RefCell::new(Stats::default()),
-            read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES.max(config.limits.frame_body_bytes_max + 16)]),
+            read_scratch: RefCell::new(vec![
+                0;
+                READ_SCRATCH_BYTES
+                    .max(config.limits.frame_body_bytes_max + 16)
+            ]),
             json_scratch: RefCell::new(Vec::new()),
             conns_max,
             open: Cell::new(0),
@@ -144,7 +151,9 @@ impl Shard {
         let id = self.next_ack_id.get();
         self.next_ack_id.set(id + 1);
         let ack = Ack::default();
-        self.acks.borrow_mut().insert(id, (ack.clone(), Cell::new(expected)));
+        self.acks
+            .borrow_mut()
+            .insert(id, (ack.clone(), Cell::new(expected)));
         (id, ack)
     }
 
@@ -154,7 +163,9 @@ impl Shard {
 
     fn complete_ack(&self, id: u64) {
         let mut acks = self.acks.borrow_mut();
-        let Some((ack, left)) = acks.get(&id) else { return };
+        let Some((ack, left)) = acks.get(&id) else {
+            return;
+        };
         left.set(left.get().saturating_sub(1));
         if left.get() == 0 {
             ack.complete();
@@ -172,7 +183,14 @@ impl Shard {
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
     }
 
     fn next_random(&self) -> u64 {
@@ -189,7 +207,9 @@ impl Shard {
     /// the slow-consumer policy decides: close the connection, or drop the
     /// message (counted and logged either way).
     pub fn enqueue(&self, state: &mut State, conn: ConnRef, chunk: Chunk) {
-        let Some(session) = state.conns.get_mut(conn) else { return };
+        let Some(session) = state.conns.get_mut(conn) else {
+            return;
+        };
         if session.close_reason.is_some() {
             return;
         }
@@ -263,8 +283,12 @@ impl Shard {
 
     /// Removes the session in `slot` from its room, if any.
     pub fn leave_room(state: &mut State, conn: ConnRef) {
-        let Some(session) = state.conns.get_mut(conn) else { return };
-        let Some(room) = session.room.take() else { return };
+        let Some(session) = state.conns.get_mut(conn) else {
+            return;
+        };
+        let Some(room) = session.room.take() else {
+            return;
+        };
         let index = session.room_index;
         if let Some(moved) = state.rooms.leave(&room, index, conn.slot) {
             if let Some((_, other)) = state.conns.by_slot_mut(moved) {

@@ -72,7 +72,12 @@ impl Online {
                 (room.into_string(), count)
             })
             .collect();
-        OnlineReport { shard: me, conn_count, ip_count, rooms }
+        OnlineReport {
+            shard: me,
+            conn_count,
+            ip_count,
+            rooms,
+        }
     }
 
     /// Applies another shard's report.
@@ -89,7 +94,9 @@ impl Online {
 
     /// Members of `room` over all shards.
     pub fn room(&self, room: &str) -> u64 {
-        self.rooms.get(room).map_or(0, |c| c.iter().map(|n| *n as u64).sum())
+        self.rooms
+            .get(room)
+            .map_or(0, |c| c.iter().map(|n| *n as u64).sum())
     }
 
     /// Rooms whose key starts with `type://`, biggest first, at most `limit`:
@@ -135,7 +142,10 @@ mod tests {
         b.local_room("live://2", 5);
         a.apply(&b.report(7, 1));
         assert_eq!(a.room("live://1"), 5);
-        assert_eq!(a.top("live", 10), vec![("1".to_string(), 5), ("2".to_string(), 5)]);
+        assert_eq!(
+            a.top("live", 10),
+            vec![("1".to_string(), 5), ("2".to_string(), 5)]
+        );
         assert_eq!(a.top("live", 1).len(), 1);
         assert_eq!(a.totals(3, 1), (10, 2));
         // A report only carries what changed since the previous one.

@@ -57,7 +57,11 @@ impl Rooms {
     pub fn leave(&mut self, room: &str, index: u32, slot: u32) -> Option<u32> {
         let entry = self.map.get_mut(room)?;
         let index = index as usize;
-        assert_eq!(entry.members.get(index), Some(&slot), "room member index out of sync");
+        assert_eq!(
+            entry.members.get(index),
+            Some(&slot),
+            "room member index out of sync"
+        );
         entry.members.swap_remove(index);
         let moved = entry.members.get(index).copied();
         if entry.members.is_empty() {
@@ -69,7 +73,9 @@ impl Rooms {
     /// Queues a frame for every local member of `room`. Returns false when
     /// the room has no member here (nothing queued).
     pub fn push(&mut self, room: &str, frame: Bytes) -> bool {
-        let Some(key) = self.map.get_key_value(room).map(|(k, _)| k) else { return false };
+        let Some(key) = self.map.get_key_value(room).map(|(k, _)| k) else {
+            return false;
+        };
         let key = key.clone();
         let entry = self.map.get_mut(&key).expect("present above");
         if entry.pending.is_empty() {

@@ -37,7 +37,9 @@ thread_local! {
 
 /// The shard running on this thread.
 pub fn current() -> Rc<Shard> {
-    CURRENT.with(|c| c.borrow().clone()).expect("called outside a shard thread")
+    CURRENT
+        .with(|c| c.borrow().clone())
+        .expect("called outside a shard thread")
 }
 
 /// Addresses the server listens on (port 0 in the config is resolved).
@@ -67,15 +69,33 @@ fn listeners(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<RawFd>)
     let mut fds = Vec::with_capacity(shards);
     let mut bound = addr;
     for _ in 0..shards {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
-            .map_err(|e| format!("socket: {e}"))?;
-        socket.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
-        socket.set_reuse_port(true).map_err(|e| format!("SO_REUSEPORT: {e}"))?;
-        socket.set_nonblocking(true).map_err(|e| format!("nonblocking: {e}"))?;
-        socket.bind(&bound.into()).map_err(|e| format!("cannot bind {bound}: {e}"))?;
-        socket.listen(4096).map_err(|e| format!("listen {bound}: {e}"))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| format!("SO_REUSEPORT: {e}"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("nonblocking: {e}"))?;
+        socket
+            .bind(&bound.into())
+            .map_err(|e| format!("cannot bind {bound}: {e}"))?;
+        socket
+            .listen(4096)
+            .map_err(|e| format!("listen {bound}: {e}"))?;
         if bound.port() == 0 {
-            bound = socket.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;
+            bound = socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or("no local address")?;
         }
         fds.push(socket.into_raw_fd());
     }
@@ -84,7 +104,9 @@ fn listeners(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<RawFd>)
 
 /// The CPUs this process may run on.
 fn cpus() -> Vec<usize> {
-    core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect()).unwrap_or_default()
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default()
 }
 
 /// Runs the server until SIGTERM/SIGINT. `on_ready` is called once every
@@ -98,10 +120,13 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     };
     let ceiling = raise_open_file_limit();
     let conns_max = match config.limits.connections_per_shard_max {
-        0 => (ceiling.saturating_sub(FILES_RESERVED + 8 * shards as u64) / shards as u64).max(1) as usize,
+        0 => (ceiling.saturating_sub(FILES_RESERVED + 8 * shards as u64) / shards as u64).max(1)
+            as usize,
         n => n,
     };
-    crate::log_info!("open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each");
+    crate::log_info!(
+        "open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each"
+    );
     if ceiling < 1_000_000 {
         crate::log_info!("1,000,000 connections need RLIMIT_NOFILE above 1,000,000 (see README)");
     }
@@ -126,7 +151,9 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     }
     drop(ready_tx);
     for _ in 0..shards {
-        ready_rx.recv().map_err(|_| "a shard failed to start".to_string())?;
+        ready_rx
+            .recv()
+            .map_err(|_| "a shard failed to start".to_string())?;
     }
     on_ready(Bound { tcp, http });
     let watcher = std::thread::spawn(wait_for_signal);
@@ -163,7 +190,8 @@ async fn shard_main(
     let tcp_listener = unsafe { TcpListener::from_raw_fd(tcp_fd) };
     let http_listener = unsafe { TcpListener::from_raw_fd(http_fd) };
     let tcp_accept = glommio::spawn_local(accept_clients(shard.clone(), tcp_listener)).detach();
-    let http_accept = glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
+    let http_accept =
+        glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
     let _ = ready.send(());
     shard.stop.wait().await;
     tcp_accept.cancel();
@@ -184,11 +212,17 @@ async fn accept_clients(shard: Rc<Shard>, listener: TcpListener) {
             Ok(stream) => {
                 if shard.open.get() >= shard.conns_max {
                     shard.stats.borrow_mut().refused_full += 1;
-                    crate::log_warn!("shard {}: connection limit {} reached, refusing", shard.id, shard.conns_max);
+                    crate::log_warn!(
+                        "shard {}: connection limit {} reached, refusing",
+                        shard.id,
+                        shard.conns_max
+                    );
                     drop(stream);
                     continue;
                 }
-                let Ok(peer) = stream.peer_addr() else { continue };
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
                 shard.stats.borrow_mut().accepted += 1;
                 shard.open.set(shard.open.get() + 1);
                 let task_shard = shard.clone();
@@ -232,7 +266,9 @@ fn expire_idle(shard: &Shard) {
     let mut refile = Vec::new();
     let conns = &mut state.conns;
     state.wheel.advance(now_s, |conn, second| {
-        let Some(session) = conns.get_mut(conn) else { return };
+        let Some(session) = conns.get_mut(conn) else {
+            return;
+        };
         if session.deadline_s <= second {
             super::close_session(session, super::close::CloseReason::IdleTimeout);
         } else {

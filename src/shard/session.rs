@@ -43,7 +43,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
         },
         Err(reason) => reason,
     };
-    crate::log_debug!("shard {}: connection from {peer} closed: {}", shard.id, reason.name());
+    crate::log_debug!(
+        "shard {}: connection from {peer} closed: {}",
+        shard.id,
+        reason.name()
+    );
     shard.stats.borrow_mut().closed[reason.index()] += 1;
 }
 
@@ -56,7 +60,10 @@ struct AuthFrame {
 
 /// Reads until the first op-7 frame (earlier frames are ignored, as goim
 /// does) or the handshake deadline. Returns the frame and any bytes after it.
-async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Result<(AuthFrame, Vec<u8>), CloseReason> {
+async fn handshake(
+    shard: &Shard,
+    stream: &mut TcpStream,
+) -> Result<(AuthFrame, Vec<u8>), CloseReason> {
     let deadline = Duration::from_millis(shard.config.protocol.handshake_timeout_ms);
     let read_auth = async {
         let mut pending = Vec::new();
@@ -70,7 +77,11 @@ async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Result<(AuthFrame, 
                     Err(_) => return Err(CloseReason::BadFrame),
                     Ok(None) => break,
                     Ok(Some((f, len))) if f.op == op::AUTH => {
-                        let auth = AuthFrame { ver: f.ver, seq: f.seq, body: f.body.to_vec() };
+                        let auth = AuthFrame {
+                            ver: f.ver,
+                            seq: f.seq,
+                            body: f.body.to_vec(),
+                        };
                         return Ok((auth, pending[used + len..].to_vec()));
                     }
                     Ok(Some((_, len))) => used += len,
@@ -87,7 +98,11 @@ async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Result<(AuthFrame, 
 }
 
 /// Reads once through the shard's scratch buffer, appending what arrived.
-pub(crate) async fn read_into(shard: &Shard, stream: &mut TcpStream, pending: &mut Vec<u8>) -> Result<usize, CloseReason> {
+pub(crate) async fn read_into(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+) -> Result<usize, CloseReason> {
     poll_fn(|cx| match poll_read_scratch(shard, stream, cx, pending) {
         Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
         Poll::Ready(Err(_)) => Poll::Ready(Err(CloseReason::IoError)),
@@ -116,7 +131,12 @@ fn poll_read_scratch(
 /// held), then in the directory; the auth reply leaves only after the
 /// directory confirmed, so a push sent after the client read the reply
 /// finds it.
-async fn register(shard: &Rc<Shard>, stream: &TcpStream, ip: IpAddr, auth_frame: AuthFrame) -> Result<ConnRef, CloseReason> {
+async fn register(
+    shard: &Rc<Shard>,
+    stream: &TcpStream,
+    ip: IpAddr,
+    auth_frame: AuthFrame,
+) -> Result<ConnRef, CloseReason> {
     let token = {
         let mut scratch = shard.json_scratch.borrow_mut();
         auth::parse(&auth_frame.body, &mut scratch).map_err(|e| {
@@ -124,7 +144,11 @@ async fn register(shard: &Rc<Shard>, stream: &TcpStream, ip: IpAddr, auth_frame:
             CloseReason::BadToken
         })?
     };
-    let key = if token.key.is_empty() { shard.new_key() } else { token.key };
+    let key = if token.key.is_empty() {
+        shard.new_key()
+    } else {
+        token.key
+    };
     let mid = token.mid;
     let conn = {
         let mut state = shard.state.borrow_mut();
@@ -162,16 +186,42 @@ async fn register(shard: &Rc<Shard>, stream: &TcpStream, ip: IpAddr, auth_frame:
     let mid_owner = (mid != 0).then(|| owner_of(&mid, shard.shards));
     let separate_mid = mid_owner.is_some_and(|owner| owner != key_owner);
     let (ack_id, ack) = shard.new_ack(1 + separate_mid as u32);
-    let mid_with_key = if separate_mid { None } else { mid_owner.map(|_| mid) };
-    shard.send(key_owner, ShardMsg::Register { key: Some(key), mid: mid_with_key, conn, ack_id });
+    let mid_with_key = if separate_mid {
+        None
+    } else {
+        mid_owner.map(|_| mid)
+    };
+    shard.send(
+        key_owner,
+        ShardMsg::Register {
+            key: Some(key),
+            mid: mid_with_key,
+            conn,
+            ack_id,
+        },
+    );
     if let (true, Some(owner)) = (separate_mid, mid_owner) {
-        shard.send(owner, ShardMsg::Register { key: None, mid: Some(mid), conn, ack_id });
+        shard.send(
+            owner,
+            ShardMsg::Register {
+                key: None,
+                mid: Some(mid),
+                conn,
+                ack_id,
+            },
+        );
     }
     let deadline = Duration::from_millis(shard.config.protocol.handshake_timeout_ms);
-    let confirmed = futures_lite::future::or(async { ack.wait().await; true }, async {
-        glommio::timer::sleep(deadline).await;
-        false
-    })
+    let confirmed = futures_lite::future::or(
+        async {
+            ack.wait().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(deadline).await;
+            false
+        },
+    )
     .await;
     if !confirmed {
         shard.forget_ack(ack_id);
@@ -186,7 +236,9 @@ async fn register(shard: &Rc<Shard>, stream: &TcpStream, ip: IpAddr, auth_frame:
 fn release(shard: &Shard, conn: ConnRef) {
     let mut state = shard.state.borrow_mut();
     let state = &mut *state;
-    let Some(session) = state.conns.get_mut(conn) else { return };
+    let Some(session) = state.conns.get_mut(conn) else {
+        return;
+    };
     session.held = false;
     if !session.outbox.is_empty() && !session.dirty {
         session.dirty = true;
@@ -207,18 +259,50 @@ fn unregister(shard: &Shard, conn: ConnRef) {
     let mid_owner = (session.mid != 0).then(|| owner_of(&session.mid, shard.shards));
     let key = Some(session.key.into_string());
     if mid_owner == Some(key_owner) {
-        shard.send(key_owner, ShardMsg::Unregister { key, mid: Some(session.mid), conn });
+        shard.send(
+            key_owner,
+            ShardMsg::Unregister {
+                key,
+                mid: Some(session.mid),
+                conn,
+            },
+        );
     } else {
-        shard.send(key_owner, ShardMsg::Unregister { key, mid: None, conn });
+        shard.send(
+            key_owner,
+            ShardMsg::Unregister {
+                key,
+                mid: None,
+                conn,
+            },
+        );
         if let Some(owner) = mid_owner {
-            shard.send(owner, ShardMsg::Unregister { key: None, mid: Some(session.mid), conn });
+            shard.send(
+                owner,
+                ShardMsg::Unregister {
+                    key: None,
+                    mid: Some(session.mid),
+                    conn,
+                },
+            );
         }
     }
-    shard.send(owner_of(&session.ip, shard.shards), ShardMsg::Ip { ip: session.ip, delta: -1 });
+    shard.send(
+        owner_of(&session.ip, shard.shards),
+        ShardMsg::Ip {
+            ip: session.ip,
+            delta: -1,
+        },
+    );
 }
 
 /// The established loop: frames in, replies queued; ends with the reason.
-async fn established(shard: &Shard, stream: &mut TcpStream, conn: ConnRef, mut pending: Vec<u8>) -> CloseReason {
+async fn established(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    conn: ConnRef,
+    mut pending: Vec<u8>,
+) -> CloseReason {
     if !pending.is_empty() {
         if let Err(reason) = process(shard, conn, &mut pending) {
             return reason;
@@ -249,13 +333,24 @@ async fn established(shard: &Shard, stream: &mut TcpStream, conn: ConnRef, mut p
 
 /// Checks the close reason, keeps the waker current and, while the kernel
 /// refuses bytes, drains the outbox through the stream.
-fn poll_session(shard: &Shard, stream: &mut TcpStream, conn: ConnRef, cx: &mut Context<'_>) -> Option<CloseReason> {
+fn poll_session(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    conn: ConnRef,
+    cx: &mut Context<'_>,
+) -> Option<CloseReason> {
     let mut state = shard.state.borrow_mut();
-    let Some(session) = state.conns.get_mut(conn) else { return Some(CloseReason::Shutdown) };
+    let Some(session) = state.conns.get_mut(conn) else {
+        return Some(CloseReason::Shutdown);
+    };
     if let Some(reason) = session.close_reason {
         return Some(reason);
     }
-    if !session.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+    if !session
+        .waker
+        .as_ref()
+        .is_some_and(|w| w.will_wake(cx.waker()))
+    {
         session.waker = Some(cx.waker().clone());
     }
     while session.write_blocked {
@@ -276,7 +371,8 @@ fn poll_session(shard: &Shard, stream: &mut TcpStream, conn: ConnRef, cx: &mut C
 fn process(shard: &Shard, conn: ConnRef, pending: &mut Vec<u8>) -> Result<(), CloseReason> {
     let mut used = 0;
     while let Some((f, len)) =
-        frame::decode(&pending[used..], shard.config.limits.frame_body_bytes_max).map_err(|_| CloseReason::BadFrame)?
+        frame::decode(&pending[used..], shard.config.limits.frame_body_bytes_max)
+            .map_err(|_| CloseReason::BadFrame)?
     {
         handle_frame(shard, conn, f);
         used += len;
@@ -298,9 +394,14 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
     let reply = match f.op {
         op::HEARTBEAT => {
             let idle_s = (shard.config.idle_deadline_ms() / 1000) as u32;
-            let Some(session) = state.conns.get_mut(conn) else { return };
+            let Some(session) = state.conns.get_mut(conn) else {
+                return;
+            };
             session.deadline_s = shard.now_s() + idle_s;
-            let count = session.room.as_ref().map_or(0, |room| state.online.room(room));
+            let count = session
+                .room
+                .as_ref()
+                .map_or(0, |room| state.online.room(room));
             let count = count.min(i32::MAX as u64) as i32;
             frame::encode(f.ver, op::HEARTBEAT_REPLY, f.seq, &count.to_be_bytes())
         }
@@ -317,7 +418,9 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
             frame::encode(f.ver, op::CHANGE_ROOM_REPLY, f.seq, f.body)
         }
         op::SUB | op::UNSUB => {
-            if let (Some(ops), Some(session)) = (auth::parse_op_list(f.body), state.conns.get_mut(conn)) {
+            if let (Some(ops), Some(session)) =
+                (auth::parse_op_list(f.body), state.conns.get_mut(conn))
+            {
                 if f.op == op::SUB {
                     session.accepts.extend_from_slice(&ops);
                     session.accepts.sort_unstable();
@@ -327,7 +430,11 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
                     session.accepts.retain(|a| !ops.contains(a));
                 }
             }
-            let reply_op = if f.op == op::SUB { op::SUB_REPLY } else { op::UNSUB_REPLY };
+            let reply_op = if f.op == op::SUB {
+                op::SUB_REPLY
+            } else {
+                op::UNSUB_REPLY
+            };
             frame::encode(f.ver, reply_op, f.seq, f.body)
         }
         other => frame::encode(f.ver, other, f.seq, b""),

@@ -17,7 +17,10 @@ pub struct Wheel {
 impl Wheel {
     /// A wheel for deadlines at most `horizon_s` seconds ahead.
     pub fn new(horizon_s: u32) -> Wheel {
-        Wheel { buckets: (0..horizon_s as usize + 2).map(|_| Vec::new()).collect(), now_s: 0 }
+        Wheel {
+            buckets: (0..horizon_s as usize + 2).map(|_| Vec::new()).collect(),
+            now_s: 0,
+        }
     }
 
     pub fn now_s(&self) -> u32 {
@@ -51,7 +54,11 @@ mod tests {
 
     #[test]
     fn connections_come_due_in_their_second() {
-        let conn = ConnRef { shard: 0, slot: 1, generation: 0 };
+        let conn = ConnRef {
+            shard: 0,
+            slot: 1,
+            generation: 0,
+        };
         let mut wheel = Wheel::new(10);
         wheel.insert(conn, 3);
         let mut seen = Vec::new();
