@@ -10,7 +10,7 @@
 use super::api;
 use super::parser::{self, BodyFraming, HttpError};
 use crate::shard::Shard;
-use futures_lite::io::AsyncWriteExt;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
@@ -59,11 +59,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         shard.outgoing.wait_drained().await;
         let read = futures_lite::future::or(
-            async {
-                crate::shard::session::read_into(&shard, &mut stream, &mut input)
-                    .await
-                    .ok()
-            },
+            async { read_into(&mut stream, &mut input).await.ok() },
             async {
                 glommio::timer::sleep(idle).await;
                 None
@@ -75,6 +71,18 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             _ => return,
         }
     }
+}
+
+/// Bytes read from an API connection in one read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Reads once, appending to `input` (grown by at most one chunk).
+async fn read_into(stream: &mut TcpStream, input: &mut Vec<u8>) -> std::io::Result<usize> {
+    let start = input.len();
+    input.resize(start + READ_CHUNK_BYTES, 0);
+    let result = stream.read(&mut input[start..]).await;
+    input.truncate(start + *result.as_ref().unwrap_or(&0));
+    result
 }
 
 /// Answers every complete request at the front of `input` into `output`,

@@ -12,7 +12,18 @@ use super::outbox::Outbox;
 use std::net::IpAddr;
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
-use std::task::Waker;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; waiting for the auth frame (op 7).
+    Handshake,
+    /// Registered locally; waiting for the directory to confirm the key.
+    /// The auth reply is queued but held.
+    Registering,
+    /// Authenticated: pushes and replies flow.
+    Established,
+}
 
 /// A connection anywhere in the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +36,7 @@ pub struct ConnRef {
 /// One authenticated (or authenticating) client connection.
 pub struct Session {
     pub fd: RawFd,
+    pub phase: Phase,
     pub key: Box<str>,
     pub mid: i64,
     pub ip: IpAddr,
@@ -36,16 +48,40 @@ pub struct Session {
     pub outbox: Outbox,
     /// In the shard's dirty list already (avoids duplicates).
     pub dirty: bool,
-    /// The kernel refused bytes; the session task owns writing until drained.
+    /// The kernel refused bytes; the poller writes on EPOLLOUT until drained.
     pub write_blocked: bool,
     /// Set until the directory confirmed the key: nothing is written before
     /// the auth reply, and the auth reply waits for the registration.
     pub held: bool,
     pub close_reason: Option<CloseReason>,
-    /// The session task, woken to close or to write when blocked.
-    pub waker: Option<Waker>,
-    /// Idle deadline in shard seconds (see `wheel`).
-    pub deadline_s: u32,
+    /// Handshake or idle deadline in wheel ticks (see `wheel`).
+    pub deadline_tick: u32,
+    /// The tail of a frame that has not fully arrived; `None` almost always,
+    /// so an idle connection holds no read buffer.
+    pub partial: Option<Box<Vec<u8>>>,
+}
+
+impl Session {
+    /// A connection that has just been accepted.
+    pub fn accepted(fd: RawFd, ip: IpAddr, deadline_tick: u32) -> Session {
+        Session {
+            fd,
+            phase: Phase::Handshake,
+            key: Box::from(""),
+            mid: 0,
+            ip,
+            room: None,
+            room_index: 0,
+            accepts: Vec::new(),
+            outbox: Outbox::default(),
+            dirty: false,
+            write_blocked: false,
+            held: true,
+            close_reason: None,
+            deadline_tick,
+            partial: None,
+        }
+    }
 }
 
 struct Slot {
@@ -164,22 +200,7 @@ impl Conns {
 
 #[cfg(test)]
 pub(crate) fn test_session() -> Session {
-    Session {
-        fd: -1,
-        key: "k".into(),
-        mid: 0,
-        ip: IpAddr::from([127, 0, 0, 1]),
-        room: None,
-        room_index: 0,
-        accepts: Vec::new(),
-        outbox: Outbox::default(),
-        dirty: false,
-        write_blocked: false,
-        held: false,
-        close_reason: None,
-        waker: None,
-        deadline_s: 0,
-    }
+    Session::accepted(-1, IpAddr::from([127, 0, 0, 1]), 0)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::close::CloseReason;
 use super::conns::ConnRef;
 use super::directory::owner_of;
 use super::mesh::ShardMsg;
-use super::{close_session, Shard};
+use super::Shard;
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -185,12 +185,13 @@ impl Shard {
             return;
         }
         self.stop.raise();
-        let mut state = self.state.borrow_mut();
-        for conn in state.conns.refs() {
-            if let Some(session) = state.conns.get_mut(conn) {
-                close_session(session, CloseReason::Shutdown);
+        {
+            let mut state = self.state.borrow_mut();
+            for conn in state.conns.refs() {
+                state.close(conn, CloseReason::Shutdown);
             }
         }
+        self.reap();
     }
 
     // ---- pushes started by the HTTP API on this shard ----

@@ -1,17 +1,18 @@
 //! The flusher: once per pass of the executor it turns pending room pushes
 //! into one shared chunk per room, hands that chunk to every member, then
-//! writes every dirty connection with one `sendmsg` (up to 64 chunks).
+//! writes every dirty connection with one `sendmsg` (up to 64 chunks), and
+//! finally reaps the connections closed during the pass.
 //!
 //! Owns: the coalescing of writes. Every frame that became due for a
 //! connection during one pass leaves in one syscall. Must never: block
 //! (sockets are written with MSG_DONTWAIT; what the kernel refuses stays in
-//! the outbox and the session task waits for writability), or free a
-//! session (a failed write only marks it closed; its task reaps it).
+//! the outbox and the poller writes it on EPOLLOUT), or free a session in
+//! the middle of a pass (closing is deferred to `reap`).
 
 use super::close::CloseReason;
-use super::conns::ConnRef;
+use super::conns::Session;
 use super::outbox::{Chunk, IOVECS_PER_WRITE_MAX};
-use super::{close_session, Shard};
+use super::Shard;
 use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
 
@@ -23,103 +24,84 @@ pub async fn run(shard: Rc<Shard>) {
         // requests) queue its pushes first: they then share the writes.
         futures_lite::future::yield_now().await;
         shard.flush_pass();
+        shard.reap();
     }
 }
 
 impl Shard {
     /// One pass: room batches into outboxes, then every dirty outbox out.
     pub fn flush_pass(&self) {
-        let mut state = self.state.borrow_mut();
-        let state = &mut *state;
-        let mut room_batches: Vec<(Chunk, Vec<u32>)> = Vec::new();
-        state.rooms.take_pending(|frames, members| {
-            room_batches.push((Rc::new(concat(frames)), members.to_vec()));
-        });
-        for (chunk, members) in room_batches {
-            for slot in members {
-                let Some((conn, _)) = state.conns.by_slot_mut(slot) else {
+        let mut blocked = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let mut room_batches: Vec<(Chunk, Vec<u32>)> = Vec::new();
+            state.rooms.take_pending(|frames, members| {
+                room_batches.push((Rc::new(concat(frames)), members.to_vec()));
+            });
+            for (chunk, members) in room_batches {
+                for slot in members {
+                    let Some((conn, _)) = state.conns.by_slot_mut(slot) else {
+                        continue;
+                    };
+                    self.enqueue(state, conn, chunk.clone());
+                }
+            }
+            let dirty = std::mem::take(&mut state.dirty);
+            let mut writes = 0u64;
+            for conn in dirty {
+                let Some(session) = state.conns.get_mut(conn) else {
                     continue;
                 };
-                self.enqueue(state, conn, chunk.clone());
-            }
-        }
-        let dirty = std::mem::take(&mut state.dirty);
-        let mut again = Vec::new();
-        let mut writes = 0u64;
-        for conn in dirty {
-            match self.write_session(state, conn) {
-                Written::Done => writes += 1,
-                Written::More => {
-                    writes += 1;
-                    again.push(conn);
+                session.dirty = false;
+                if session.held || session.write_blocked || session.close_reason.is_some() {
+                    // Held: re-queued when the directory confirms. Blocked:
+                    // the poller writes on EPOLLOUT.
+                    continue;
                 }
-                Written::Skipped => {}
+                writes += 1;
+                match write_out(session) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        session.write_blocked = true;
+                        blocked.push((session.fd, conn));
+                    }
+                    Err(()) => state.close(conn, CloseReason::IoError),
+                }
             }
+            self.stats.borrow_mut().writes += writes;
         }
-        if !again.is_empty() {
-            state.dirty.extend_from_slice(&again);
-            self.flush.raise();
+        for (fd, conn) in blocked {
+            super::poller::watch(self, fd, conn, true, libc::EPOLL_CTL_MOD);
         }
-        self.stats.borrow_mut().writes += writes;
     }
+}
 
-    fn write_session(&self, state: &mut super::State, conn: ConnRef) -> Written {
-        let Some(session) = state.conns.get_mut(conn) else {
-            return Written::Skipped;
-        };
-        if session.held || session.write_blocked || session.close_reason.is_some() {
-            // Held: re-queued when the directory confirms. Blocked: the
-            // session task owns the socket until the kernel takes bytes again.
-            session.dirty = false;
-            return Written::Skipped;
-        }
-        session.dirty = false;
-        let mut iovecs = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; IOVECS_PER_WRITE_MAX];
+/// Writes as much of the outbox as the kernel takes, one `sendmsg` per 64
+/// chunks. `Ok(true)`: all written; `Ok(false)`: the kernel is full;
+/// `Err`: the connection is broken.
+pub fn write_out(session: &mut Session) -> Result<bool, ()> {
+    let mut iovecs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; IOVECS_PER_WRITE_MAX];
+    loop {
         let count = session.outbox.iovecs(&mut iovecs);
         if count == 0 {
-            return Written::Skipped;
+            return Ok(true);
         }
+        let asked: usize = iovecs[..count].iter().map(|v| v.iov_len).sum();
         match send_vectored(session.fd, &iovecs[..count]) {
             Ok(written) => {
                 session.outbox.consume(written);
-                let asked: usize = iovecs[..count].iter().map(|v| v.iov_len).sum();
                 if written < asked {
-                    block(session);
-                    Written::Done
-                } else if !session.outbox.is_empty() {
-                    session.dirty = true;
-                    Written::More
-                } else {
-                    Written::Done
+                    return Ok(false);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                block(session);
-                Written::Skipped
-            }
-            Err(_) => {
-                close_session(session, CloseReason::IoError);
-                Written::Skipped
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(()),
         }
-    }
-}
-
-enum Written {
-    Done,
-    /// Written, and more than one write's worth is still queued.
-    More,
-    Skipped,
-}
-
-/// Hands the socket to the session task until it is writable again.
-fn block(session: &mut super::conns::Session) {
-    session.write_blocked = true;
-    if let Some(waker) = session.waker.as_ref() {
-        waker.wake_by_ref();
     }
 }
 

@@ -3,10 +3,12 @@
 //! online counts, all in plain `RefCell`s: nothing here is shared with
 //! another thread, so nothing here takes a lock or an atomic.
 //!
-//! Data flows one way: `session` accepts and authenticates a connection and
-//! registers it here; pushes arrive from the HTTP API or the mesh and are
-//! queued in outboxes (`dispatch`); `flusher` writes every outbox once per
-//! pass. Must never: hold a `RefCell` borrow across an `.await`.
+//! Data flows one way: `poller` accepts and reads client sockets, `session`
+//! authenticates a connection and registers it here; pushes arrive from the
+//! HTTP API or the mesh and are queued in outboxes (`dispatch`); `flusher`
+//! writes every outbox once per pass and reaps closed connections. A
+//! connection is state in a slab, not a task: an idle one costs a few
+//! hundred bytes. Must never: hold a `RefCell` borrow across an `.await`.
 
 pub mod close;
 pub mod conns;
@@ -16,6 +18,7 @@ pub mod flusher;
 pub mod mesh;
 pub mod online;
 pub mod outbox;
+pub mod poller;
 pub mod room;
 pub mod runtime;
 pub mod session;
@@ -25,13 +28,13 @@ pub mod wheel;
 use crate::config::{Config, SlowConsumerPolicy};
 use bytes::Bytes;
 use close::CloseReason;
-use conns::{ConnRef, Conns, Session};
+use conns::{ConnRef, Conns};
 use directory::Directory;
 use mesh::{Outgoing, ShardMsg};
 use online::Online;
 use outbox::{Chunk, Queued};
 use room::Rooms;
-use signal::{Ack, Signal};
+use signal::Signal;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -47,7 +50,24 @@ pub struct State {
     pub online: Online,
     /// Sessions with bytes to write, each once (`Session::dirty`).
     pub dirty: Vec<ConnRef>,
+    /// Sessions marked closed, reaped after the current pass (never while
+    /// a room or broadcast walk is iterating them).
+    pub closing: Vec<ConnRef>,
     pub wheel: Wheel,
+}
+
+impl State {
+    /// Marks `conn` closed for `reason` (the first reason wins); it is
+    /// reaped at the end of the pass.
+    pub fn close(&mut self, conn: ConnRef, reason: CloseReason) {
+        let Some(session) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if session.close_reason.is_none() {
+            session.close_reason = Some(reason);
+            self.closing.push(conn);
+        }
+    }
 }
 
 /// Counters of one shard (plain integers: only this shard writes them).
@@ -81,10 +101,11 @@ pub struct Shard {
     pub json_scratch: RefCell<Vec<u8>>,
     /// Client connections this shard accepts at most.
     pub conns_max: usize,
-    /// Client connections open on this shard, authenticated or not.
-    pub open: Cell<usize>,
+    /// The epoll set of this shard's client sockets (see `poller`).
+    pub epoll_fd: Cell<i32>,
     started: Instant,
-    acks: RefCell<HashMap<u64, (Ack, Cell<u32>)>>,
+    /// Registrations waiting for the directory: ack id → (connection, acks left).
+    acks: RefCell<HashMap<u64, (ConnRef, u32)>>,
     next_ack_id: Cell<u64>,
     rng: Cell<u64>,
 }
@@ -94,7 +115,10 @@ pub const READ_SCRATCH_BYTES: usize = 64 * 1024;
 
 impl Shard {
     pub fn new(id: usize, shards: usize, config: Arc<Config>, conns_max: usize) -> Shard {
-        let horizon_s = (config.idle_deadline_ms() / 1000 + 1) as u32;
+        let horizon_ms = config
+            .idle_deadline_ms()
+            .max(config.protocol.handshake_timeout_ms);
+        let horizon_ticks = (horizon_ms / wheel::TICK_MS + 1) as u32;
         let seed = random_seed() ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Shard {
             id,
@@ -105,7 +129,8 @@ impl Shard {
                 directory: Directory::default(),
                 online: Online::new(id, shards),
                 dirty: Vec::new(),
-                wheel: Wheel::new(horizon_s),
+                closing: Vec::new(),
+                wheel: Wheel::new(horizon_ticks),
             }),
             outgoing: Rc::new(Outgoing::new(
                 shards,
@@ -122,7 +147,7 @@ impl Shard {
             ]),
             json_scratch: RefCell::new(Vec::new()),
             conns_max,
-            open: Cell::new(0),
+            epoll_fd: Cell::new(-1),
             started: Instant::now(),
             acks: RefCell::new(HashMap::new()),
             next_ack_id: Cell::new(1),
@@ -131,9 +156,14 @@ impl Shard {
         }
     }
 
-    /// Seconds since the shard started (the wheel's clock).
-    pub fn now_s(&self) -> u32 {
-        self.started.elapsed().as_secs() as u32
+    /// Wheel ticks since the shard started (the wheel's clock).
+    pub fn now_tick(&self) -> u32 {
+        (self.started.elapsed().as_millis() as u64 / wheel::TICK_MS) as u32
+    }
+
+    /// The tick at which something `ms` from now is due (rounded up).
+    pub fn tick_after_ms(&self, ms: u64) -> u32 {
+        self.now_tick() + ms.div_ceil(wheel::TICK_MS) as u32
     }
 
     /// Sends `msg` to shard `peer`; a message to this shard is applied at
@@ -146,31 +176,29 @@ impl Shard {
         }
     }
 
-    /// A fresh acknowledgement that completes after `expected` `Ack` messages.
-    pub fn new_ack(&self, expected: u32) -> (u64, Ack) {
+    /// Waits for `expected` directory acknowledgements before releasing `conn`.
+    pub fn new_ack(&self, conn: ConnRef, expected: u32) -> u64 {
         let id = self.next_ack_id.get();
         self.next_ack_id.set(id + 1);
-        let ack = Ack::default();
-        self.acks
-            .borrow_mut()
-            .insert(id, (ack.clone(), Cell::new(expected)));
-        (id, ack)
-    }
-
-    pub fn forget_ack(&self, id: u64) {
-        self.acks.borrow_mut().remove(&id);
+        self.acks.borrow_mut().insert(id, (conn, expected));
+        id
     }
 
     fn complete_ack(&self, id: u64) {
-        let mut acks = self.acks.borrow_mut();
-        let Some((ack, left)) = acks.get(&id) else {
-            return;
-        };
-        left.set(left.get().saturating_sub(1));
-        if left.get() == 0 {
-            ack.complete();
+        let conn = {
+            let mut acks = self.acks.borrow_mut();
+            let Some((conn, left)) = acks.get_mut(&id) else {
+                return;
+            };
+            *left -= 1;
+            if *left > 0 {
+                return;
+            }
+            let conn = *conn;
             acks.remove(&id);
-        }
+            conn
+        };
+        session::release(self, conn);
     }
 
     /// A random UUID v4 for clients that send an empty key (goim does the same).
@@ -225,7 +253,8 @@ impl Shard {
             Queued::Full => match self.config.limits.slow_consumer_policy {
                 SlowConsumerPolicy::Close => {
                     crate::log_info!("shard {}: closing slow consumer {}", self.id, session.key);
-                    close_session(session, CloseReason::SlowConsumer);
+                    state.close(conn, CloseReason::SlowConsumer);
+                    self.flush.raise();
                 }
                 SlowConsumerPolicy::Drop => self.count_drop(&session.key),
             },
@@ -246,11 +275,18 @@ impl Shard {
         }
     }
 
-    /// Closes `conn` for `reason` (its task finishes the job).
+    /// Closes `conn` for `reason` at the end of the pass.
     pub fn close(&self, conn: ConnRef, reason: CloseReason) {
-        let mut state = self.state.borrow_mut();
-        if let Some(session) = state.conns.get_mut(conn) {
-            close_session(session, reason);
+        self.state.borrow_mut().close(conn, reason);
+        self.flush.raise();
+    }
+
+    /// Reaps every connection marked closed: out of its room, the
+    /// directory and the slab, and its socket closed.
+    pub fn reap(&self) {
+        let closing = std::mem::take(&mut self.state.borrow_mut().closing);
+        for conn in closing {
+            session::unregister(self, conn);
         }
     }
 
@@ -302,16 +338,6 @@ impl Shard {
     /// Encodes a push frame once.
     pub fn push_frame(op: i32, body: &[u8]) -> Bytes {
         crate::protocol::frame::encode(crate::protocol::op::PUSH_VERSION, op, 0, body)
-    }
-}
-
-/// Marks a session closed and wakes its task, which ends the connection.
-pub fn close_session(session: &mut Session, reason: CloseReason) {
-    if session.close_reason.is_none() {
-        session.close_reason = Some(reason);
-    }
-    if let Some(waker) = session.waker.take() {
-        waker.wake();
     }
 }
 

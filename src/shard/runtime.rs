@@ -25,11 +25,9 @@ use std::time::{Duration, Instant};
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 /// How often a shard looks at the shutdown flag and the timer wheel.
-const TICK_MS: u64 = 100;
+const TICK_MS: u64 = super::wheel::TICK_MS;
 /// Open files kept back for listeners, the ring, logs and the API.
 const FILES_RESERVED: u64 = 64;
-/// After a failed accept (EMFILE, ENFILE, ...) the accept loop sleeps this long.
-const ACCEPT_BACKOFF_MS: u64 = 50;
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
@@ -187,57 +185,36 @@ async fn shard_main(
     glommio::spawn_local(ticker(shard.clone())).detach();
     // SAFETY: the fds were created by `listeners`, are listening, and each
     // is handed to exactly one shard.
-    let tcp_listener = unsafe { TcpListener::from_raw_fd(tcp_fd) };
     let http_listener = unsafe { TcpListener::from_raw_fd(http_fd) };
-    let tcp_accept = glommio::spawn_local(accept_clients(shard.clone(), tcp_listener)).detach();
+    let epoll_fd = match super::poller::create(tcp_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            crate::log_error!("shard {id}: cannot create the epoll set: {e}");
+            return;
+        }
+    };
+    shard.epoll_fd.set(epoll_fd);
+    let poller = glommio::spawn_local(super::poller::run(shard.clone(), tcp_fd)).detach();
     let http_accept =
         glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
     let _ = ready.send(());
     shard.stop.wait().await;
-    tcp_accept.cancel();
     http_accept.cancel();
+    // The poller notices `stopping` within one blocking wait.
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let started = Instant::now();
-    while shard.open.get() > 0 && started.elapsed() < grace {
+    while !shard.state.borrow().conns.is_empty() && started.elapsed() < grace {
+        shard.reap();
         glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = poller.await;
+    // SAFETY: both fds belong to this shard and nothing uses them any more.
+    unsafe {
+        libc::close(tcp_fd);
+        libc::close(epoll_fd);
     }
     crate::log_info!("shard {id} stopped");
     CURRENT.with(|c| c.borrow_mut().take());
-}
-
-/// Accepts client connections; past `conns_max` a connection is closed at once.
-async fn accept_clients(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                if shard.open.get() >= shard.conns_max {
-                    shard.stats.borrow_mut().refused_full += 1;
-                    crate::log_warn!(
-                        "shard {}: connection limit {} reached, refusing",
-                        shard.id,
-                        shard.conns_max
-                    );
-                    drop(stream);
-                    continue;
-                }
-                let Ok(peer) = stream.peer_addr() else {
-                    continue;
-                };
-                shard.stats.borrow_mut().accepted += 1;
-                shard.open.set(shard.open.get() + 1);
-                let task_shard = shard.clone();
-                glommio::spawn_local(async move {
-                    super::session::serve(task_shard.clone(), stream, peer).await;
-                    task_shard.open.set(task_shard.open.get() - 1);
-                })
-                .detach();
-            }
-            Err(e) => {
-                crate::log_warn!("shard {}: accept failed: {e}", shard.id);
-                glommio::timer::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
-            }
-        }
-    }
 }
 
 /// Shutdown flag, idle deadlines and online reports, on one timer.
@@ -259,24 +236,38 @@ async fn ticker(shard: Rc<Shard>) {
     }
 }
 
+/// Closes connections past their handshake or idle deadline.
 fn expire_idle(shard: &Shard) {
-    let now_s = shard.now_s();
-    let mut state = shard.state.borrow_mut();
-    let state = &mut *state;
-    let mut refile = Vec::new();
-    let conns = &mut state.conns;
-    state.wheel.advance(now_s, |conn, second| {
-        let Some(session) = conns.get_mut(conn) else {
-            return;
-        };
-        if session.deadline_s <= second {
-            super::close_session(session, super::close::CloseReason::IdleTimeout);
-        } else {
-            refile.push((conn, session.deadline_s));
+    use super::close::CloseReason;
+    use super::conns::Phase;
+    let now_tick = shard.now_tick();
+    let mut expired = Vec::new();
+    {
+        let mut state = shard.state.borrow_mut();
+        let state = &mut *state;
+        let mut refile = Vec::new();
+        let conns = &mut state.conns;
+        state.wheel.advance(now_tick, |conn, tick| {
+            let Some(session) = conns.get_mut(conn) else {
+                return;
+            };
+            if session.deadline_tick > tick {
+                refile.push((conn, session.deadline_tick));
+            } else if session.phase == Phase::Established {
+                expired.push((conn, CloseReason::IdleTimeout));
+            } else {
+                expired.push((conn, CloseReason::HandshakeTimeout));
+            }
+        });
+        for (conn, deadline_tick) in refile {
+            state.wheel.insert(conn, deadline_tick);
         }
-    });
-    for (conn, deadline_s) in refile {
-        state.wheel.insert(conn, deadline_s);
+        for (conn, reason) in &expired {
+            state.close(*conn, *reason);
+        }
+    }
+    if !expired.is_empty() {
+        shard.reap();
     }
 }
 

@@ -1,145 +1,90 @@
-//! One goim client connection over TCP, from accept to close:
+//! One goim client connection's protocol, from accept to close:
 //! handshake (auth frame under a deadline) → registration (local tables,
-//! then the directory, before the auth reply may leave) → the established
-//! loop (read frames, answer them, write when the flusher could not) →
-//! unregistration.
+//! then the directory; the auth reply is held until the directory
+//! confirmed, so a push sent after the client read the reply finds it) →
+//! established (frames answered) → unregistration.
 //!
-//! Owns: the socket of one connection. Must never: hold a buffer while the
-//! connection is idle (reads go through the shard's scratch buffer; only a
-//! partial frame is kept, in a buffer sized to it), or panic on bytes from
-//! the network (every bad frame ends in a `CloseReason`).
+//! Owns: what the bytes of a connection mean. The poller hands it bytes;
+//! it never touches a socket except to close it when reaped. Must never:
+//! keep a read buffer for a connection without a partial frame, or panic
+//! on bytes from the network (every bad frame ends in a `CloseReason`).
 
 use super::close::CloseReason;
-use super::conns::{ConnRef, Session};
+use super::conns::{ConnRef, Phase};
 use super::directory::owner_of;
 use super::mesh::ShardMsg;
-use super::outbox::Outbox;
-use super::Shard;
+use super::{Shard, State};
 use crate::protocol::{auth, frame, op};
-use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
-use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
-use std::os::unix::io::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-/// Reads handled in one poll before the task yields to the others.
-const READS_PER_POLL_MAX: usize = 16;
-
-/// Serves one accepted client connection to its end.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let reason = match handshake(&shard, &mut stream).await {
-        Ok((auth_frame, pending)) => match register(&shard, &stream, peer.ip(), auth_frame).await {
-            Ok(conn) => {
-                let reason = established(&shard, &mut stream, conn, pending).await;
-                unregister(&shard, conn);
-                reason
-            }
-            Err(reason) => reason,
-        },
-        Err(reason) => reason,
+/// Handles bytes read from `conn`: every complete frame in the session's
+/// partial tail followed by `input`. Keeps a new partial tail, if any.
+pub fn on_bytes(shard: &Shard, conn: ConnRef, input: &[u8]) {
+    let partial = {
+        let mut state = shard.state.borrow_mut();
+        let Some(session) = state.conns.get_mut(conn) else {
+            return;
+        };
+        session.partial.take()
     };
-    crate::log_debug!(
-        "shard {}: connection from {peer} closed: {}",
-        shard.id,
-        reason.name()
-    );
-    shard.stats.borrow_mut().closed[reason.index()] += 1;
-}
-
-/// The auth frame's fields that outlive the read buffer.
-struct AuthFrame {
-    ver: i16,
-    seq: i32,
-    body: Vec<u8>,
-}
-
-/// Reads until the first op-7 frame (earlier frames are ignored, as goim
-/// does) or the handshake deadline. Returns the frame and any bytes after it.
-async fn handshake(
-    shard: &Shard,
-    stream: &mut TcpStream,
-) -> Result<(AuthFrame, Vec<u8>), CloseReason> {
-    let deadline = Duration::from_millis(shard.config.protocol.handshake_timeout_ms);
-    let read_auth = async {
-        let mut pending = Vec::new();
-        loop {
-            if read_into(shard, stream, &mut pending).await? == 0 {
-                return Err(CloseReason::ClientClosed);
-            }
-            let mut used = 0;
-            loop {
-                match frame::decode(&pending[used..], shard.config.limits.frame_body_bytes_max) {
-                    Err(_) => return Err(CloseReason::BadFrame),
-                    Ok(None) => break,
-                    Ok(Some((f, len))) if f.op == op::AUTH => {
-                        let auth = AuthFrame {
-                            ver: f.ver,
-                            seq: f.seq,
-                            body: f.body.to_vec(),
-                        };
-                        return Ok((auth, pending[used + len..].to_vec()));
-                    }
-                    Ok(Some((_, len))) => used += len,
-                }
-            }
-            pending.drain(..used);
+    let result = match partial {
+        None => handle_frames(shard, conn, input).map(|used| (used, None)),
+        Some(mut tail) => {
+            tail.extend_from_slice(input);
+            handle_frames(shard, conn, &tail).map(|used| (used, Some(tail)))
         }
     };
-    let timeout = async {
-        glommio::timer::sleep(deadline).await;
-        Err(CloseReason::HandshakeTimeout)
-    };
-    futures_lite::future::or(read_auth, timeout).await
-}
-
-/// Reads once through the shard's scratch buffer, appending what arrived.
-pub(crate) async fn read_into(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    pending: &mut Vec<u8>,
-) -> Result<usize, CloseReason> {
-    poll_fn(|cx| match poll_read_scratch(shard, stream, cx, pending) {
-        Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
-        Poll::Ready(Err(_)) => Poll::Ready(Err(CloseReason::IoError)),
-        Poll::Pending => Poll::Pending,
-    })
-    .await
-}
-
-fn poll_read_scratch(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    cx: &mut Context<'_>,
-    pending: &mut Vec<u8>,
-) -> Poll<std::io::Result<usize>> {
-    let mut scratch = shard.read_scratch.borrow_mut();
-    match Pin::new(stream).poll_read(cx, &mut scratch[..]) {
-        Poll::Ready(Ok(n)) => {
-            pending.extend_from_slice(&scratch[..n]);
-            Poll::Ready(Ok(n))
-        }
-        other => other,
+    match result {
+        Ok((used, tail)) => keep_tail(shard, conn, input, used, tail),
+        Err(reason) => shard.state.borrow_mut().close(conn, reason),
     }
 }
 
-/// Registers the session locally (room, accepts, auth reply queued but
-/// held), then in the directory; the auth reply leaves only after the
-/// directory confirmed, so a push sent after the client read the reply
-/// finds it.
-async fn register(
-    shard: &Rc<Shard>,
-    stream: &TcpStream,
-    ip: IpAddr,
-    auth_frame: AuthFrame,
-) -> Result<ConnRef, CloseReason> {
+/// Stores what is left after `used` bytes as the session's partial frame.
+fn keep_tail(shard: &Shard, conn: ConnRef, input: &[u8], used: usize, tail: Option<Box<Vec<u8>>>) {
+    let mut state = shard.state.borrow_mut();
+    let Some(session) = state.conns.get_mut(conn) else {
+        return;
+    };
+    session.partial = match tail {
+        Some(mut tail) if used < tail.len() => {
+            tail.drain(..used);
+            Some(tail)
+        }
+        Some(_) => None,
+        None if used < input.len() => Some(Box::new(input[used..].to_vec())),
+        None => None,
+    };
+}
+
+/// Decodes and handles frames; returns the bytes used (the rest is partial).
+fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Result<usize, CloseReason> {
+    let body_max = shard.config.limits.frame_body_bytes_max;
+    let mut used = 0;
+    while let Some((f, len)) =
+        frame::decode(&input[used..], body_max).map_err(|_| CloseReason::BadFrame)?
+    {
+        used += len;
+        let phase = match shard.state.borrow().conns.get(conn) {
+            Some(session) if session.close_reason.is_none() => session.phase,
+            _ => return Ok(used),
+        };
+        match phase {
+            // goim ignores frames before the auth frame.
+            Phase::Handshake if f.op != op::AUTH => {}
+            Phase::Handshake => authenticate(shard, conn, f)?,
+            Phase::Registering | Phase::Established => handle_frame(shard, conn, f),
+        }
+    }
+    Ok(used)
+}
+
+/// Registers the session locally (key, mid, room, accepts; auth reply
+/// queued but held), then asks the directory shards to record it.
+fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(), CloseReason> {
     let token = {
         let mut scratch = shard.json_scratch.borrow_mut();
-        auth::parse(&auth_frame.body, &mut scratch).map_err(|e| {
+        auth::parse(f.body, &mut scratch).map_err(|e| {
             crate::log_debug!("shard {}: {e}", shard.id);
             CloseReason::BadToken
         })?
@@ -150,42 +95,29 @@ async fn register(
         token.key
     };
     let mid = token.mid;
-    let conn = {
+    let ip = {
         let mut state = shard.state.borrow_mut();
         let state = &mut *state;
-        let deadline_s = shard.now_s() + (shard.config.idle_deadline_ms() / 1000) as u32;
-        let conn = state.conns.insert(Session {
-            fd: stream.as_raw_fd(),
-            key: key.as_str().into(),
-            mid,
-            ip,
-            room: None,
-            room_index: 0,
-            accepts: token.accepts,
-            outbox: Outbox::default(),
-            dirty: false,
-            write_blocked: false,
-            held: true,
-            close_reason: None,
-            waker: None,
-            deadline_s,
-        });
+        let Some(session) = state.conns.get_mut(conn) else {
+            return Ok(());
+        };
+        session.phase = Phase::Registering;
+        session.key = key.as_str().into();
+        session.mid = mid;
+        session.accepts = token.accepts;
+        let ip = session.ip;
         if !token.room_id.is_empty() {
-            let (room, index) = Shard::join_room(state, conn.slot, &token.room_id);
-            let session = state.conns.get_mut(conn).expect("inserted above");
-            session.room = Some(room);
-            session.room_index = index;
+            join(state, conn, &token.room_id);
         }
-        let reply = frame::encode(auth_frame.ver, op::AUTH_REPLY, auth_frame.seq, b"");
+        let reply = frame::encode(f.ver, op::AUTH_REPLY, f.seq, b"");
         shard.enqueue(state, conn, Rc::new(reply));
-        state.wheel.insert(conn, deadline_s);
-        conn
+        ip
     };
     shard.send(owner_of(&ip, shard.shards), ShardMsg::Ip { ip, delta: 1 });
     let key_owner = owner_of(key.as_str(), shard.shards);
     let mid_owner = (mid != 0).then(|| owner_of(&mid, shard.shards));
     let separate_mid = mid_owner.is_some_and(|owner| owner != key_owner);
-    let (ack_id, ack) = shard.new_ack(1 + separate_mid as u32);
+    let ack_id = shard.new_ack(conn, 1 + separate_mid as u32);
     let mid_with_key = if separate_mid {
         None
     } else {
@@ -211,35 +143,21 @@ async fn register(
             },
         );
     }
-    let deadline = Duration::from_millis(shard.config.protocol.handshake_timeout_ms);
-    let confirmed = futures_lite::future::or(
-        async {
-            ack.wait().await;
-            true
-        },
-        async {
-            glommio::timer::sleep(deadline).await;
-            false
-        },
-    )
-    .await;
-    if !confirmed {
-        shard.forget_ack(ack_id);
-        unregister(shard, conn);
-        return Err(CloseReason::HandshakeTimeout);
-    }
-    release(shard, conn);
-    Ok(conn)
+    Ok(())
 }
 
-/// Lets the flusher write the held auth reply (and anything queued since).
-fn release(shard: &Shard, conn: ConnRef) {
+/// The directory confirmed: the held auth reply (and anything queued after
+/// it) may go out, and the idle deadline starts.
+pub fn release(shard: &Shard, conn: ConnRef) {
+    let deadline_tick = shard.tick_after_ms(shard.config.idle_deadline_ms());
     let mut state = shard.state.borrow_mut();
     let state = &mut *state;
     let Some(session) = state.conns.get_mut(conn) else {
         return;
     };
     session.held = false;
+    session.phase = Phase::Established;
+    session.deadline_tick = deadline_tick;
     if !session.outbox.is_empty() && !session.dirty {
         session.dirty = true;
         state.dirty.push(conn);
@@ -247,14 +165,29 @@ fn release(shard: &Shard, conn: ConnRef) {
     }
 }
 
-/// Removes the session from this shard and from the directory.
-fn unregister(shard: &Shard, conn: ConnRef) {
+/// Removes the session from this shard and from the directory, and closes
+/// its socket. Called only by `Shard::reap`.
+pub fn unregister(shard: &Shard, conn: ConnRef) {
     let session = {
         let mut state = shard.state.borrow_mut();
         Shard::leave_room(&mut state, conn);
         state.conns.remove(conn)
     };
     let Some(session) = session else { return };
+    // SAFETY: the fd was accepted by this shard's poller and is owned by the
+    // session, which has just been removed: nothing else closes it.
+    unsafe { libc::close(session.fd) };
+    let reason = session.close_reason.unwrap_or(CloseReason::ClientClosed);
+    shard.stats.borrow_mut().closed[reason.index()] += 1;
+    crate::log_debug!(
+        "shard {}: connection {} closed: {}",
+        shard.id,
+        session.key,
+        reason.name()
+    );
+    if session.phase == Phase::Handshake {
+        return;
+    }
     let key_owner = owner_of(&*session.key, shard.shards);
     let mid_owner = (session.mid != 0).then(|| owner_of(&session.mid, shard.shards));
     let key = Some(session.key.into_string());
@@ -296,108 +229,29 @@ fn unregister(shard: &Shard, conn: ConnRef) {
     );
 }
 
-/// The established loop: frames in, replies queued; ends with the reason.
-async fn established(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    conn: ConnRef,
-    mut pending: Vec<u8>,
-) -> CloseReason {
-    if !pending.is_empty() {
-        if let Err(reason) = process(shard, conn, &mut pending) {
-            return reason;
-        }
+/// Puts `conn` in `room`.
+fn join(state: &mut State, conn: ConnRef, room: &str) {
+    let (room, index) = Shard::join_room(state, conn.slot, room);
+    if let Some(session) = state.conns.get_mut(conn) {
+        session.room = Some(room);
+        session.room_index = index;
     }
-    poll_fn(|cx| {
-        if let Some(reason) = poll_session(shard, stream, conn, cx) {
-            return Poll::Ready(reason);
-        }
-        for _ in 0..READS_PER_POLL_MAX {
-            match poll_read_scratch(shard, stream, cx, &mut pending) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(CloseReason::ClientClosed),
-                Poll::Ready(Ok(_)) => {
-                    if let Err(reason) = process(shard, conn, &mut pending) {
-                        return Poll::Ready(reason);
-                    }
-                }
-                Poll::Ready(Err(_)) => return Poll::Ready(CloseReason::ClientClosed),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        // Plenty read in one go: let the other connections have the core.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
-}
-
-/// Checks the close reason, keeps the waker current and, while the kernel
-/// refuses bytes, drains the outbox through the stream.
-fn poll_session(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    conn: ConnRef,
-    cx: &mut Context<'_>,
-) -> Option<CloseReason> {
-    let mut state = shard.state.borrow_mut();
-    let Some(session) = state.conns.get_mut(conn) else {
-        return Some(CloseReason::Shutdown);
-    };
-    if let Some(reason) = session.close_reason {
-        return Some(reason);
-    }
-    if !session
-        .waker
-        .as_ref()
-        .is_some_and(|w| w.will_wake(cx.waker()))
-    {
-        session.waker = Some(cx.waker().clone());
-    }
-    while session.write_blocked {
-        let Some(front) = session.outbox.front() else {
-            session.write_blocked = false;
-            break;
-        };
-        match Pin::new(&mut *stream).poll_write(cx, front) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Some(CloseReason::IoError),
-            Poll::Ready(Ok(written)) => session.outbox.consume(written),
-            Poll::Pending => break,
-        }
-    }
-    None
-}
-
-/// Handles every complete frame in `pending`, keeping a partial tail.
-fn process(shard: &Shard, conn: ConnRef, pending: &mut Vec<u8>) -> Result<(), CloseReason> {
-    let mut used = 0;
-    while let Some((f, len)) =
-        frame::decode(&pending[used..], shard.config.limits.frame_body_bytes_max)
-            .map_err(|_| CloseReason::BadFrame)?
-    {
-        handle_frame(shard, conn, f);
-        used += len;
-    }
-    if used == pending.len() {
-        // Nothing partial: give the buffer back.
-        *pending = Vec::new();
-    } else {
-        pending.drain(..used);
-    }
-    Ok(())
 }
 
 /// Answers one client frame (goim's Operate): heartbeat, change room,
 /// sub/unsub; any other operation is answered with the same op, no body.
 fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
+    let idle_deadline_tick = shard.tick_after_ms(shard.config.idle_deadline_ms());
     let mut state = shard.state.borrow_mut();
     let state = &mut *state;
     let reply = match f.op {
         op::HEARTBEAT => {
-            let idle_s = (shard.config.idle_deadline_ms() / 1000) as u32;
             let Some(session) = state.conns.get_mut(conn) else {
                 return;
             };
-            session.deadline_s = shard.now_s() + idle_s;
+            if session.phase == Phase::Established {
+                session.deadline_tick = idle_deadline_tick;
+            }
             let count = session
                 .room
                 .as_ref()
@@ -409,11 +263,7 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
             Shard::leave_room(state, conn);
             let room = String::from_utf8_lossy(f.body);
             if !room.is_empty() {
-                let (room, index) = Shard::join_room(state, conn.slot, &room);
-                if let Some(session) = state.conns.get_mut(conn) {
-                    session.room = Some(room);
-                    session.room_index = index;
-                }
+                join(state, conn, &room);
             }
             frame::encode(f.ver, op::CHANGE_ROOM_REPLY, f.seq, f.body)
         }

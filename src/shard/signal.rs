@@ -1,5 +1,5 @@
 //! Single-threaded wake-ups inside one shard: `Signal` wakes one waiting
-//! task (the flusher, a mesh sender), `Ack` is a one-shot completion.
+//! task (the flusher, a mesh sender, the shard's main task at shutdown).
 //!
 //! Owns: nothing but a flag and a waker. Must never: be sent across shards
 //! (these are `!Send` by construction through `Cell`/`Rc`).
@@ -7,7 +7,6 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// A level-triggered notification for one waiting task.
@@ -46,22 +45,6 @@ impl Future for SignalWait<'_> {
         }
         *self.signal.waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
-    }
-}
-
-/// A one-shot completion shared between the waiter and whoever completes it.
-#[derive(Clone, Default)]
-pub struct Ack {
-    inner: Rc<Signal>,
-}
-
-impl Ack {
-    pub fn complete(&self) {
-        self.inner.raise();
-    }
-
-    pub async fn wait(&self) {
-        self.inner.wait().await
     }
 }
 

@@ -1,48 +1,53 @@
-//! Idle deadlines on a one-second timer wheel.
+//! Handshake and idle deadlines on a timer wheel of `TICK_MS` ticks.
 //!
-//! Owns: which connections to look at in each second. A heartbeat only moves
-//! the session's `deadline_s`; when its old bucket comes up the connection is
-//! re-filed under the new deadline, so a heartbeat costs O(1) and a tick
-//! touches only connections whose old deadline is due. Must never: decide
-//! alone that a connection expired (the session's own deadline decides).
+//! Owns: which connections to look at in each tick. A heartbeat only moves
+//! the session's `deadline_tick`; when its old bucket comes up the
+//! connection is re-filed under the new deadline, so a heartbeat costs O(1)
+//! and a tick touches only connections whose old deadline is due. Must
+//! never: decide alone that a connection expired (the session decides).
 
 use super::conns::ConnRef;
 
+/// Resolution of every connection deadline.
+pub const TICK_MS: u64 = 100;
+
 pub struct Wheel {
     buckets: Vec<Vec<ConnRef>>,
-    /// The last second whose bucket was processed.
-    now_s: u32,
+    /// The last tick whose bucket was processed.
+    now_tick: u32,
 }
 
 impl Wheel {
-    /// A wheel for deadlines at most `horizon_s` seconds ahead.
-    pub fn new(horizon_s: u32) -> Wheel {
+    /// A wheel for deadlines at most `horizon_ticks` seconds ahead.
+    pub fn new(horizon_ticks: u32) -> Wheel {
         Wheel {
-            buckets: (0..horizon_s as usize + 2).map(|_| Vec::new()).collect(),
-            now_s: 0,
+            buckets: (0..horizon_ticks as usize + 2)
+                .map(|_| Vec::new())
+                .collect(),
+            now_tick: 0,
         }
     }
 
-    pub fn now_s(&self) -> u32 {
-        self.now_s
+    pub fn now_tick(&self) -> u32 {
+        self.now_tick
     }
 
-    /// Files `conn` under `deadline_s` (clamped into the wheel's horizon).
-    pub fn insert(&mut self, conn: ConnRef, deadline_s: u32) {
+    /// Files `conn` under `deadline_tick` (clamped into the wheel's horizon).
+    pub fn insert(&mut self, conn: ConnRef, deadline_tick: u32) {
         let horizon = self.buckets.len() as u32 - 1;
-        let at = deadline_s.clamp(self.now_s + 1, self.now_s + horizon);
+        let at = deadline_tick.clamp(self.now_tick + 1, self.now_tick + horizon);
         let index = at as usize % self.buckets.len();
         self.buckets[index].push(conn);
     }
 
-    /// Advances to `now_s`, handing every connection filed under a passed
-    /// second to `due` (which re-files or expires it).
-    pub fn advance(&mut self, now_s: u32, mut due: impl FnMut(ConnRef, u32)) {
-        while self.now_s < now_s {
-            self.now_s += 1;
-            let index = self.now_s as usize % self.buckets.len();
+    /// Advances to `now_tick`, handing every connection filed under a passed
+    /// tick to `due` (which re-files or expires it).
+    pub fn advance(&mut self, now_tick: u32, mut due: impl FnMut(ConnRef, u32)) {
+        while self.now_tick < now_tick {
+            self.now_tick += 1;
+            let index = self.now_tick as usize % self.buckets.len();
             for conn in std::mem::take(&mut self.buckets[index]) {
-                due(conn, self.now_s);
+                due(conn, self.now_tick);
             }
         }
     }
