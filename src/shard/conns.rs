@@ -33,6 +33,10 @@ pub struct ConnRef {
     pub generation: u32,
 }
 
+/// Bytes of a frame that has not fully arrived. Boxed in the session so
+/// the common case (no partial frame) costs 8 bytes, not a 24-byte `Vec`.
+pub struct Partial(pub Vec<u8>);
+
 /// One authenticated (or authenticating) client connection.
 pub struct Session {
     pub fd: RawFd,
@@ -58,7 +62,7 @@ pub struct Session {
     pub deadline_tick: u32,
     /// The tail of a frame that has not fully arrived; `None` almost always,
     /// so an idle connection holds no read buffer.
-    pub partial: Option<Box<Vec<u8>>>,
+    pub partial: Option<Box<Partial>>,
 }
 
 impl Session {

@@ -61,12 +61,12 @@ impl Shard {
                 }
                 writes += 1;
                 match write_out(session) {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    WriteOutcome::Drained => {}
+                    WriteOutcome::Blocked => {
                         session.write_blocked = true;
                         blocked.push((session.fd, conn));
                     }
-                    Err(()) => state.close(conn, CloseReason::IoError),
+                    WriteOutcome::Broken => state.close(conn, CloseReason::IoError),
                 }
             }
             self.stats.borrow_mut().writes += writes;
@@ -77,10 +77,20 @@ impl Shard {
     }
 }
 
+/// What a write attempt left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The outbox is empty.
+    Drained,
+    /// The kernel's send buffer is full; the rest waits for EPOLLOUT.
+    Blocked,
+    /// The connection is broken.
+    Broken,
+}
+
 /// Writes as much of the outbox as the kernel takes, one `sendmsg` per 64
-/// chunks. `Ok(true)`: all written; `Ok(false)`: the kernel is full;
-/// `Err`: the connection is broken.
-pub fn write_out(session: &mut Session) -> Result<bool, ()> {
+/// chunks.
+pub fn write_out(session: &mut Session) -> WriteOutcome {
     let mut iovecs = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -88,19 +98,19 @@ pub fn write_out(session: &mut Session) -> Result<bool, ()> {
     loop {
         let count = session.outbox.iovecs(&mut iovecs);
         if count == 0 {
-            return Ok(true);
+            return WriteOutcome::Drained;
         }
         let asked: usize = iovecs[..count].iter().map(|v| v.iov_len).sum();
         match send_vectored(session.fd, &iovecs[..count]) {
             Ok(written) => {
                 session.outbox.consume(written);
                 if written < asked {
-                    return Ok(false);
+                    return WriteOutcome::Blocked;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return WriteOutcome::Blocked,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(()),
+            Err(_) => return WriteOutcome::Broken,
         }
     }
 }

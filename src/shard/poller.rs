@@ -16,6 +16,7 @@
 
 use super::close::CloseReason;
 use super::conns::{ConnRef, Session};
+use super::flusher::WriteOutcome;
 use super::{session, Shard};
 use std::net::IpAddr;
 use std::os::unix::io::RawFd;
@@ -270,12 +271,12 @@ fn write_blocked(shard: &Shard, conn: ConnRef) {
             return;
         }
         match super::flusher::write_out(session) {
-            Ok(true) => {
+            WriteOutcome::Drained => {
                 session.write_blocked = false;
                 Some(session.fd)
             }
-            Ok(false) => None,
-            Err(()) => {
+            WriteOutcome::Blocked => None,
+            WriteOutcome::Broken => {
                 state.close(conn, CloseReason::IoError);
                 None
             }

@@ -10,7 +10,7 @@
 //! on bytes from the network (every bad frame ends in a `CloseReason`).
 
 use super::close::CloseReason;
-use super::conns::{ConnRef, Phase};
+use super::conns::{ConnRef, Partial, Phase};
 use super::directory::owner_of;
 use super::mesh::ShardMsg;
 use super::{Shard, State};
@@ -30,8 +30,8 @@ pub fn on_bytes(shard: &Shard, conn: ConnRef, input: &[u8]) {
     let result = match partial {
         None => handle_frames(shard, conn, input).map(|used| (used, None)),
         Some(mut tail) => {
-            tail.extend_from_slice(input);
-            handle_frames(shard, conn, &tail).map(|used| (used, Some(tail)))
+            tail.0.extend_from_slice(input);
+            handle_frames(shard, conn, &tail.0).map(|used| (used, Some(tail)))
         }
     };
     match result {
@@ -41,18 +41,18 @@ pub fn on_bytes(shard: &Shard, conn: ConnRef, input: &[u8]) {
 }
 
 /// Stores what is left after `used` bytes as the session's partial frame.
-fn keep_tail(shard: &Shard, conn: ConnRef, input: &[u8], used: usize, tail: Option<Box<Vec<u8>>>) {
+fn keep_tail(shard: &Shard, conn: ConnRef, input: &[u8], used: usize, tail: Option<Box<Partial>>) {
     let mut state = shard.state.borrow_mut();
     let Some(session) = state.conns.get_mut(conn) else {
         return;
     };
     session.partial = match tail {
-        Some(mut tail) if used < tail.len() => {
-            tail.drain(..used);
+        Some(mut tail) if used < tail.0.len() => {
+            tail.0.drain(..used);
             Some(tail)
         }
         Some(_) => None,
-        None if used < input.len() => Some(Box::new(input[used..].to_vec())),
+        None if used < input.len() => Some(Box::new(Partial(input[used..].to_vec()))),
         None => None,
     };
 }
