@@ -32,12 +32,7 @@ pub struct ServerSection {
 
 impl Default for ServerSection {
     fn default() -> Self {
-        ServerSection {
-            shards: 0,
-            log_level: "warn".into(),
-            online_sync_ms: 500,
-            shutdown_grace_ms: 2000,
-        }
+        ServerSection { shards: 0, log_level: "warn".into(), online_sync_ms: 500, shutdown_grace_ms: 2000 }
     }
 }
 
@@ -49,9 +44,7 @@ pub struct TcpSection {
 
 impl Default for TcpSection {
     fn default() -> Self {
-        TcpSection {
-            bind: "0.0.0.0:3101".into(),
-        }
+        TcpSection { bind: "0.0.0.0:3101".into() }
     }
 }
 
@@ -64,10 +57,7 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection {
-            bind: "0.0.0.0:3111".into(),
-            idle_timeout_ms: 60_000,
-        }
+        HttpSection { bind: "0.0.0.0:3111".into(), idle_timeout_ms: 60_000 }
     }
 }
 
@@ -81,11 +71,7 @@ pub struct ProtocolSection {
 
 impl Default for ProtocolSection {
     fn default() -> Self {
-        ProtocolSection {
-            handshake_timeout_ms: 5000,
-            heartbeat_s: 240,
-            heartbeat_max: 2,
-        }
+        ProtocolSection { handshake_timeout_ms: 5000, heartbeat_s: 240, heartbeat_max: 2 }
     }
 }
 
@@ -160,12 +146,7 @@ pub struct BackoffSection {
 
 impl Default for BackoffSection {
     fn default() -> Self {
-        BackoffSection {
-            max_delay: 300,
-            base_delay: 3,
-            factor: 1.8,
-            jitter: 0.3,
-        }
+        BackoffSection { max_delay: 300, base_delay: 3, factor: 1.8, jitter: 0.3 }
     }
 }
 
@@ -191,8 +172,7 @@ const SHARDS_MAX: usize = 256;
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
         Self::parse(&text)
     }
 
@@ -212,14 +192,8 @@ impl Config {
                 Err(format!("bad config: {what}"))
             }
         };
-        check(
-            self.server.shards <= SHARDS_MAX,
-            "server.shards must be at most 256",
-        )?;
-        check(
-            self.server.online_sync_ms >= 10,
-            "server.online_sync_ms must be at least 10",
-        )?;
+        check(self.server.shards <= SHARDS_MAX, "server.shards must be at most 256")?;
+        check(self.server.online_sync_ms >= 10, "server.online_sync_ms must be at least 10")?;
         check(
             (1..=FRAME_BODY_BYTES_MAX_CEILING).contains(&limits.frame_body_bytes_max),
             "limits.frame_body_bytes_max must be 1..=1048576",
@@ -228,30 +202,15 @@ impl Config {
             limits.request_header_bytes_max >= REQUEST_HEADER_BYTES_MIN,
             "limits.request_header_bytes_max must be at least 1024",
         )?;
-        check(
-            limits.request_targets_max >= 1,
-            "limits.request_targets_max must be at least 1",
-        )?;
+        check(limits.request_targets_max >= 1, "limits.request_targets_max must be at least 1")?;
         check(
             limits.outbound_bytes_per_connection_max >= 4096,
             "limits.outbound_bytes_per_connection_max must be at least 4096",
         )?;
-        check(
-            limits.mesh_pending_messages_max >= 16,
-            "limits.mesh_pending_messages_max must be at least 16",
-        )?;
-        check(
-            self.protocol.heartbeat_s >= 1,
-            "protocol.heartbeat_s must be at least 1",
-        )?;
-        check(
-            self.protocol.heartbeat_max >= 1,
-            "protocol.heartbeat_max must be at least 1",
-        )?;
-        check(
-            self.protocol.handshake_timeout_ms >= 1,
-            "protocol.handshake_timeout_ms must be at least 1",
-        )?;
+        check(limits.mesh_pending_messages_max >= 16, "limits.mesh_pending_messages_max must be at least 16")?;
+        check(self.protocol.heartbeat_s >= 1, "protocol.heartbeat_s must be at least 1")?;
+        check(self.protocol.heartbeat_max >= 1, "protocol.heartbeat_max must be at least 1")?;
+        check(self.protocol.handshake_timeout_ms >= 1, "protocol.handshake_timeout_ms must be at least 1")?;
         Self::parse_addr(&self.tcp.bind)?;
         Self::parse_addr(&self.http.bind)?;
         crate::log::Level::parse(&self.server.log_level)
@@ -261,8 +220,7 @@ impl Config {
 
     /// Parses a `host:port` bind address.
     pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-        text.parse()
-            .map_err(|_| format!("bad config: bind address {text:?} is not ip:port"))
+        text.parse().map_err(|_| format!("bad config: bind address {text:?} is not ip:port"))
     }
 
     /// Idle deadline after auth: heartbeat x heartbeat_max (goim's rule).

@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - `config`: the TOML configuration, validated once, shared read-only.
+//! - `metrics`: counters and the Prometheus text of `GET /metrics`.
 //! - `protocol`: the goim frame codec and auth token (sans-IO).
 //! - `http`: the push / online / nodes API: parser, query decoding, the
 //!   endpoints, and the per-shard connection loop.
@@ -26,5 +27,6 @@
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod protocol;
 pub mod shard;

@@ -49,16 +49,8 @@ pub fn enabled(level: Level) -> bool {
 /// Writes one line; use the `log_*!` macros instead.
 pub fn write(level: Level, args: std::fmt::Arguments) {
     use std::io::Write;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let line = format!(
-        "{}.{:03} {} {}\n",
-        now.as_secs(),
-        now.subsec_millis(),
-        level.name(),
-        args
-    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let line = format!("{}.{:03} {} {}\n", now.as_secs(), now.subsec_millis(), level.name(), args);
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 

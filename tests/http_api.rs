@@ -8,8 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_push_ok, assert_request_error, build_request, json, poll_eq, HttpConn, Server,
-    ServerConfig, SYNC_TIMEOUT,
+    assert_push_ok, assert_request_error, build_request, json, poll_eq, HttpConn, Server, ServerConfig, SYNC_TIMEOUT,
 };
 use simd_json::prelude::*;
 
@@ -82,9 +81,7 @@ fn push_room_reaches_every_member_regardless_of_accepts() {
     let server = Server::start();
     let mut accepting = server.auth(1, "r-accepting", "live://1000", &[1000]);
     let mut deaf = server.auth(2, "r-deaf", "live://1000", &[]);
-    let more: Vec<_> = (0..4)
-        .map(|i| server.auth(3, &format!("r-more-{i}"), "live://1000", &[]))
-        .collect();
+    let more: Vec<_> = (0..4).map(|i| server.auth(3, &format!("r-more-{i}"), "live://1000", &[])).collect();
     let mut other_id = server.auth(4, "r-other-id", "live://1001", &[1000]);
     let mut other_type = server.auth(5, "r-other-type", "chat://1000", &[1000]);
 
@@ -130,10 +127,7 @@ fn key_with_a_comma_is_one_key() {
 
     server.push("/goim/push/keys?operation=1000&keys=a,b", b"literal comma");
     comma.expect_push(1000, b"literal comma");
-    server.push(
-        "/goim/push/keys?operation=1000&keys=a%2Cb",
-        b"encoded comma",
-    );
+    server.push("/goim/push/keys?operation=1000&keys=a%2Cb", b"encoded comma");
     comma.expect_push(1000, b"encoded comma");
 
     server.push_keys(1000, &["a", "b"], b"separate keys");
@@ -145,10 +139,7 @@ fn key_with_a_comma_is_one_key() {
 fn query_values_are_percent_decoded() {
     let server = Server::start();
     let mut client = server.auth(1, "k 1/é", "", &[1000]);
-    server.push(
-        "/goim/push/keys?operation=1000&keys=k%201%2F%C3%A9",
-        b"decoded",
-    );
+    server.push("/goim/push/keys?operation=1000&keys=k%201%2F%C3%A9", b"decoded");
     client.expect_push(1000, b"decoded");
 }
 
@@ -185,9 +176,7 @@ fn push_requests_with_bad_parameters_get_code_400_and_push_nothing() {
 #[test]
 fn online_total_counts_connections_and_distinct_ips() {
     let server = Server::start();
-    poll_eq("online total", SYNC_TIMEOUT, (0, 0), || {
-        server.online_total()
-    });
+    poll_eq("online total", SYNC_TIMEOUT, (0, 0), || server.online_total());
 
     let clients = [
         server.auth(1, "t-1", "live://1", &[]),
@@ -195,75 +184,45 @@ fn online_total_counts_connections_and_distinct_ips() {
         server.auth(3, "t-3", "", &[]),
     ];
     // Every test connects from 127.0.0.1.
-    poll_eq("online total", SYNC_TIMEOUT, (3, 1), || {
-        server.online_total()
-    });
+    poll_eq("online total", SYNC_TIMEOUT, (3, 1), || server.online_total());
 
     let [first, second, third] = clients;
     first.close();
-    poll_eq("online total", SYNC_TIMEOUT, (2, 1), || {
-        server.online_total()
-    });
+    poll_eq("online total", SYNC_TIMEOUT, (2, 1), || server.online_total());
     second.close();
     third.close();
-    poll_eq("online total", SYNC_TIMEOUT, (0, 0), || {
-        server.online_total()
-    });
+    poll_eq("online total", SYNC_TIMEOUT, (0, 0), || server.online_total());
 }
 
 #[test]
 fn online_room_reports_counts_per_room_with_zero_for_unknown_rooms() {
     let server = Server::start();
-    let mut live = vec![
-        server.auth(1, "or-1", "live://1000", &[]),
-        server.auth(2, "or-2", "live://1000", &[]),
-    ];
+    let mut live = vec![server.auth(1, "or-1", "live://1000", &[]), server.auth(2, "or-2", "live://1000", &[])];
     let _chat = server.auth(3, "or-3", "chat://1000", &[]);
 
     let query = "/goim/online/room?type=live&rooms=1000&rooms=9999";
-    poll_eq(
-        "online room",
-        SYNC_TIMEOUT,
-        json(r#"{"1000":2,"9999":0}"#),
-        || server.get_data(query),
-    );
-    poll_eq(
-        "online room chat",
-        SYNC_TIMEOUT,
-        json(r#"{"1000":1}"#),
-        || server.get_data("/goim/online/room?type=chat&rooms=1000"),
-    );
+    poll_eq("online room", SYNC_TIMEOUT, json(r#"{"1000":2,"9999":0}"#), || server.get_data(query));
+    poll_eq("online room chat", SYNC_TIMEOUT, json(r#"{"1000":1}"#), || {
+        server.get_data("/goim/online/room?type=chat&rooms=1000")
+    });
 
     live.pop().unwrap().close();
-    poll_eq(
-        "online room",
-        SYNC_TIMEOUT,
-        json(r#"{"1000":1,"9999":0}"#),
-        || server.get_data(query),
-    );
+    poll_eq("online room", SYNC_TIMEOUT, json(r#"{"1000":1,"9999":0}"#), || server.get_data(query));
 }
 
 #[test]
 fn online_top_lists_rooms_of_a_type_by_count_descending() {
     let server = Server::start();
-    let mut top1: Vec<_> = (0..3)
-        .map(|i| server.auth(1, &format!("top1-{i}"), "live://top1", &[]))
-        .collect();
+    let mut top1: Vec<_> = (0..3).map(|i| server.auth(1, &format!("top1-{i}"), "live://top1", &[])).collect();
     let _top2 = server.auth(2, "top2", "live://top2", &[]);
-    let _top3: Vec<_> = (0..2)
-        .map(|i| server.auth(3, &format!("top3-{i}"), "live://top3", &[]))
-        .collect();
-    let _other_type: Vec<_> = (0..4)
-        .map(|i| server.auth(4, &format!("chat-{i}"), "chat://top9", &[]))
-        .collect();
+    let _top3: Vec<_> = (0..2).map(|i| server.auth(3, &format!("top3-{i}"), "live://top3", &[])).collect();
+    let _other_type: Vec<_> = (0..4).map(|i| server.auth(4, &format!("chat-{i}"), "chat://top9", &[])).collect();
 
     let expected = json(
         r#"[{"room_id":"top1","count":3},{"room_id":"top3","count":2},
             {"room_id":"top2","count":1}]"#,
     );
-    poll_eq("online top", SYNC_TIMEOUT, expected, || {
-        server.get_data("/goim/online/top?type=live&limit=10")
-    });
+    poll_eq("online top", SYNC_TIMEOUT, expected, || server.get_data("/goim/online/top?type=live&limit=10"));
     assert_eq!(
         server.get_data("/goim/online/top?type=live&limit=2"),
         json(r#"[{"room_id":"top1","count":3},{"room_id":"top3","count":2}]"#)
@@ -276,10 +235,7 @@ fn online_top_lists_rooms_of_a_type_by_count_descending() {
     poll_eq("online top after leaving", SYNC_TIMEOUT, expected, || {
         server.get_data("/goim/online/top?type=live&limit=10")
     });
-    assert_eq!(
-        server.get_data("/goim/online/top?type=none&limit=10"),
-        json("[]")
-    );
+    assert_eq!(server.get_data("/goim/online/top?type=none&limit=10"), json("[]"));
 }
 
 #[test]
@@ -306,9 +262,7 @@ fn online_requests_with_bad_parameters_get_code_400() {
 /// Config with a distinctive node identity, so the nodes API is checked against it.
 fn node_config() -> ServerConfig {
     let mut config = ServerConfig::default();
-    config
-        .set("node", "addr", "10.1.2.3")
-        .set("node", "hostname", "test-host");
+    config.set("node", "addr", "10.1.2.3").set("node", "hostname", "test-host");
     config
 }
 
@@ -316,11 +270,8 @@ fn node_config() -> ServerConfig {
 fn nodes_weighted_reports_ports_heartbeat_and_backoff() {
     let server = Server::start_with(&node_config());
     let mut data = server.get_data("/goim/nodes/weighted?platform=web");
-    let nodes = data
-        .as_object_mut()
-        .unwrap_or_else(|| panic!("data is not an object"))
-        .remove("nodes")
-        .expect("nodes in data");
+    let nodes =
+        data.as_object_mut().unwrap_or_else(|| panic!("data is not an object")).remove("nodes").expect("nodes in data");
     let nodes = nodes.as_array().expect("nodes is an array");
     assert!(!nodes.is_empty(), "no nodes for web");
     assert!(nodes.iter().all(|node| node.is_str()), "nodes: {nodes:?}");
@@ -341,28 +292,16 @@ fn nodes_weighted_reports_ports_heartbeat_and_backoff() {
 #[test]
 fn nodes_instances_describes_this_node_with_live_counts_on_both_paths() {
     let server = Server::start_with(&node_config());
-    let _clients = [
-        server.auth(1, "ni-1", "live://1", &[]),
-        server.auth(2, "ni-2", "", &[]),
-    ];
+    let _clients = [server.auth(1, "ni-1", "live://1", &[]), server.auth(2, "ni-2", "", &[])];
     for path in ["/goim/nodes/instances", "/nodes/instances"] {
-        poll_eq(
-            path,
-            SYNC_TIMEOUT,
-            (Some("2".to_string()), Some("1".to_string())),
-            || {
-                let data = server.get_data(path);
-                let metadata = data.get_idx(0).and_then(|node| node.get("metadata"));
-                (
-                    metadata
-                        .and_then(|m| m.get_str("conn_count"))
-                        .map(String::from),
-                    metadata
-                        .and_then(|m| m.get_str("ip_count"))
-                        .map(String::from),
-                )
-            },
-        );
+        poll_eq(path, SYNC_TIMEOUT, (Some("2".to_string()), Some("1".to_string())), || {
+            let data = server.get_data(path);
+            let metadata = data.get_idx(0).and_then(|node| node.get("metadata"));
+            (
+                metadata.and_then(|m| m.get_str("conn_count")).map(String::from),
+                metadata.and_then(|m| m.get_str("ip_count")).map(String::from),
+            )
+        });
 
         let data = server.get_data(path);
         let instances = data.as_array().expect("data is an array");
@@ -371,43 +310,22 @@ fn nodes_instances_describes_this_node_with_live_counts_on_both_paths() {
         assert_eq!(node.get_str("region"), Some("sh"), "{path}: {node}");
         assert_eq!(node.get_str("zone"), Some("sh001"), "{path}: {node}");
         assert_eq!(node.get_str("env"), Some("dev"), "{path}: {node}");
-        assert_eq!(
-            node.get_str("hostname"),
-            Some("test-host"),
-            "{path}: {node}"
-        );
+        assert_eq!(node.get_str("hostname"), Some("test-host"), "{path}: {node}");
         assert!(node.get_str("appid").is_some(), "{path}: appid in {node}");
+        assert!(node.get_str("version").is_some(), "{path}: version in {node}");
+        assert!(node.get("addrs").is_some_and(|a| a.is_array()), "{path}: {node}");
         assert!(
-            node.get_str("version").is_some(),
-            "{path}: version in {node}"
-        );
-        assert!(
-            node.get("addrs").is_some_and(|a| a.is_array()),
-            "{path}: {node}"
-        );
-        assert!(
-            node.get("latest_timestamp")
-                .is_some_and(|t| t.is_i64() || t.is_u64()),
+            node.get("latest_timestamp").is_some_and(|t| t.is_i64() || t.is_u64()),
             "{path}: latest_timestamp in {node}"
         );
         let metadata = node.get("metadata").expect("metadata");
         let metadata = metadata.as_object().expect("metadata is an object");
         let mut keys: Vec<&str> = metadata.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(
-            keys,
-            ["addrs", "conn_count", "ip_count", "offline", "weight"],
-            "{path}"
-        );
+        assert_eq!(keys, ["addrs", "conn_count", "ip_count", "offline", "weight"], "{path}");
         assert!(metadata.values().all(|v| v.is_str()), "{path}: {node}");
-        assert_eq!(
-            metadata.get("addrs").and_then(|v| v.as_str()),
-            Some("10.1.2.3")
-        );
-        assert_eq!(
-            metadata.get("offline").and_then(|v| v.as_str()),
-            Some("false")
-        );
+        assert_eq!(metadata.get("addrs").and_then(|v| v.as_str()), Some("10.1.2.3"));
+        assert_eq!(metadata.get("offline").and_then(|v| v.as_str()), Some("false"));
         assert_eq!(metadata.get("weight").and_then(|v| v.as_str()), Some("10"));
     }
 }
@@ -420,10 +338,7 @@ fn nodes_instances_describes_this_node_with_live_counts_on_both_paths() {
 fn unknown_path_is_404() {
     let server = Server::start();
     assert_eq!(server.http("GET", "/goim/unknown", b"").status, 404);
-    assert_eq!(
-        server.http("POST", "/nope?operation=1000", b"x").status,
-        404
-    );
+    assert_eq!(server.http("POST", "/nope?operation=1000", b"x").status, 404);
 }
 
 #[test]
@@ -447,12 +362,7 @@ fn pipelined_requests_get_responses_and_pushes_in_order() {
     let mut client = server.auth(1, "piped", "live://pipe", &[]);
     let mut batch = Vec::new();
     for body in [&b"p1"[..], b"p2", b"p3"] {
-        batch.extend(build_request(
-            "POST",
-            "/goim/push/room?operation=1000&type=live&room=pipe",
-            &[],
-            body,
-        ));
+        batch.extend(build_request("POST", "/goim/push/room?operation=1000&type=live&room=pipe", &[], body));
     }
     let mut http = HttpConn::connect(server.http);
     http.write(&batch);

@@ -17,15 +17,7 @@ fn auth_reply_is_op_8_with_empty_body_echoing_version_and_sequence() {
     let mut client = server.connect();
     client.send_frame(3, op::AUTH, 42, &token_json(1, "auth-echo", "", &[1000]));
     let reply = client.read_frame();
-    assert_eq!(
-        reply,
-        Frame {
-            ver: 3,
-            op: op::AUTH_REPLY,
-            seq: 42,
-            body: Vec::new()
-        }
-    );
+    assert_eq!(reply, Frame { ver: 3, op: op::AUTH_REPLY, seq: 42, body: Vec::new() });
     client.expect_nothing();
 }
 
@@ -50,9 +42,7 @@ fn heartbeat_reply_carries_the_room_online_count_across_shards() {
     first.heartbeat_until(1);
 
     // Enough members that both shards hold some of them.
-    let mut others: Vec<_> = (1..6)
-        .map(|i| server.auth(1, &format!("hb-{i}"), "live://hb", &[]))
-        .collect();
+    let mut others: Vec<_> = (1..6).map(|i| server.auth(1, &format!("hb-{i}"), "live://hb", &[])).collect();
     first.heartbeat_until(6);
     others[0].heartbeat_until(6);
 
@@ -84,10 +74,7 @@ fn idle_connection_is_closed_after_heartbeat_deadline_but_heartbeats_keep_one_op
         );
     };
     // Allow one second of timer granularity below the 4 s deadline.
-    assert!(
-        closed_after >= IDLE_DEADLINE - Duration::from_secs(1),
-        "silent client closed after only {closed_after:?}"
-    );
+    assert!(closed_after >= IDLE_DEADLINE - Duration::from_secs(1), "silent client closed after only {closed_after:?}");
 
     // The heartbeating client outlives the deadline by a margin.
     while started.elapsed() < IDLE_DEADLINE + Duration::from_secs(2) {
@@ -167,15 +154,7 @@ fn unknown_operation_is_answered_with_same_op_and_empty_body() {
     let server = Server::start();
     let mut client = server.auth(1, "op50", "", &[]);
     client.send_frame(1, 50, 77, b"upstream payload");
-    assert_eq!(
-        client.read_frame(),
-        Frame {
-            ver: 1,
-            op: 50,
-            seq: 77,
-            body: Vec::new()
-        }
-    );
+    assert_eq!(client.read_frame(), Frame { ver: 1, op: 50, seq: 77, body: Vec::new() });
 }
 
 #[test]
@@ -192,12 +171,7 @@ fn many_pushes_arrive_as_back_to_back_frames_in_order() {
         })
         .collect();
     for body in &bodies {
-        http.write(&common::build_request(
-            "POST",
-            "/goim/push/keys?operation=1000&keys=burst",
-            &[],
-            body,
-        ));
+        http.write(&common::build_request("POST", "/goim/push/keys?operation=1000&keys=burst", &[], body));
         common::assert_push_ok(&http.read_response(), "push burst");
     }
     for body in &bodies {
@@ -237,11 +211,8 @@ fn assert_bad_input_closes_only_that_connection(authenticate_first: bool, bad: &
     let server = Server::start();
     let mut bystander = server.auth(1, "bystander", "live://safe", &[]);
 
-    let mut offender = if authenticate_first {
-        server.auth(2, "offender", "live://safe", &[])
-    } else {
-        server.connect()
-    };
+    let mut offender =
+        if authenticate_first { server.auth(2, "offender", "live://safe", &[]) } else { server.connect() };
     offender.send_raw(bad);
     offender.expect_eof(Duration::from_secs(3));
 
@@ -289,15 +260,7 @@ fn frame_body_of_exactly_4096_bytes_is_accepted() {
     token.resize(4096, b' ');
     let mut client = server.connect();
     client.send_frame(1, op::AUTH, 1, &token);
-    assert_eq!(
-        client.read_frame(),
-        Frame {
-            ver: 1,
-            op: op::AUTH_REPLY,
-            seq: 1,
-            body: Vec::new()
-        }
-    );
+    assert_eq!(client.read_frame(), Frame { ver: 1, op: op::AUTH_REPLY, seq: 1, body: Vec::new() });
     server.push_keys(1000, &["big-token"], b"ok");
     client.expect_push(1000, b"ok");
 }

@@ -21,12 +21,7 @@ pub struct Reply {
 
 impl Reply {
     fn json(body: String) -> Reply {
-        Reply {
-            status: 200,
-            reason: "OK",
-            content_type: "application/json; charset=utf-8",
-            body,
-        }
+        Reply { status: 200, reason: "OK", content_type: "application/json; charset=utf-8", body }
     }
 
     fn ok(data: Option<&str>) -> Reply {
@@ -38,12 +33,7 @@ impl Reply {
     }
 
     fn not_found() -> Reply {
-        Reply {
-            status: 404,
-            reason: "Not Found",
-            content_type: "text/plain",
-            body: "404 page not found".into(),
-        }
+        Reply { status: 404, reason: "Not Found", content_type: "text/plain", body: "404 page not found".into() }
     }
 }
 
@@ -70,6 +60,7 @@ pub fn handle(shard: &Shard, method: Method, target: &[u8], body: &[u8]) -> Repl
         (Method::Get, b"/goim/online/total") => Ok(online_total(shard)),
         (Method::Get, b"/goim/nodes/weighted") => Ok(nodes_weighted(shard, &query)),
         (Method::Get, b"/goim/nodes/instances" | b"/nodes/instances") => Ok(nodes_instances(shard)),
+        (Method::Get, b"/metrics") => return metrics(shard),
         _ => return Reply::not_found(),
     };
     outcome.unwrap_or_else(|message| Reply::request_error(&message))
@@ -80,17 +71,12 @@ pub fn handle(shard: &Shard, method: Method, target: &[u8], body: &[u8]) -> Repl
 fn int<T: std::str::FromStr + Default>(query: &Query, name: &str) -> Result<T, String> {
     match query.first(name) {
         None | Some("") => Ok(T::default()),
-        Some(text) => text
-            .parse::<T>()
-            .map_err(|_| format!("{name}: invalid integer {text:?}")),
+        Some(text) => text.parse::<T>().map_err(|_| format!("{name}: invalid integer {text:?}")),
     }
 }
 
 /// A required integer: present and non-zero.
-fn required_int<T: std::str::FromStr + Default + PartialEq>(
-    query: &Query,
-    name: &str,
-) -> Result<T, String> {
+fn required_int<T: std::str::FromStr + Default + PartialEq>(query: &Query, name: &str) -> Result<T, String> {
     let value = int::<T>(query, name)?;
     if value == T::default() {
         return Err(format!("{name} is required"));
@@ -109,10 +95,7 @@ fn list<'a>(shard: &Shard, query: &'a Query, name: &'a str) -> Result<Vec<&'a st
     let values: Vec<&str> = query.all(name).collect();
     let max = shard.config.limits.request_targets_max;
     if values.len() > max {
-        return Err(format!(
-            "{name}: {} values, at most {max} allowed",
-            values.len()
-        ));
+        return Err(format!("{name}: {} values, at most {max} allowed", values.len()));
     }
     Ok(values)
 }
@@ -128,10 +111,7 @@ fn push_mids(shard: &Shard, query: &Query, body: &[u8]) -> Outcome {
     let op = int::<i32>(query, "operation")?;
     let mids = list(shard, query, "mids")?
         .into_iter()
-        .map(|text| {
-            text.parse::<i64>()
-                .map_err(|_| format!("mids: invalid integer {text:?}"))
-        })
+        .map(|text| text.parse::<i64>().map_err(|_| format!("mids: invalid integer {text:?}")))
         .collect::<Result<Vec<i64>, String>>()?;
     shard.push_mids(mids, op, body);
     Ok(Reply::ok(None))
@@ -184,11 +164,7 @@ fn online_room(shard: &Shard, query: &Query) -> Outcome {
             data.push(',');
         }
         push_string(&mut data, room);
-        let _ = write!(
-            data,
-            ":{}",
-            state.online.room(&format!("{room_type}://{room}"))
-        );
+        let _ = write!(data, ":{}", state.online.room(&format!("{room_type}://{room}")));
     }
     data.push('}');
     Ok(Reply::ok(Some(&data)))
@@ -201,26 +177,24 @@ fn totals(shard: &Shard) -> (u64, u64) {
 
 fn online_total(shard: &Shard) -> Reply {
     let (conns, ips) = totals(shard);
-    Reply::ok(Some(&format!(
-        "{{\"conn_count\":{conns},\"ip_count\":{ips}}}"
-    )))
+    Reply::ok(Some(&format!("{{\"conn_count\":{conns},\"ip_count\":{ips}}}")))
 }
 
 fn nodes_weighted(shard: &Shard, query: &Query) -> Reply {
     let node = &shard.config.node;
     let backoff = &shard.config.backoff;
     // goim: host names for web clients, IP addresses for the apps.
-    let address = if query.first("platform") == Some("web") {
-        &node.domain
-    } else {
-        &node.addr
-    };
+    let address = if query.first("platform") == Some("web") { &node.domain } else { &node.addr };
     let mut data = String::from("{\"domain\":");
     push_string(&mut data, &node.domain);
     let _ = write!(
         data,
         ",\"tcp_port\":{},\"ws_port\":{},\"wss_port\":{},\"heartbeat\":{},\"heartbeat_max\":{},\"nodes\":[",
-        node.tcp_port, node.ws_port, node.wss_port, shard.config.protocol.heartbeat_s, shard.config.protocol.heartbeat_max
+        node.tcp_port,
+        node.ws_port,
+        node.wss_port,
+        shard.config.protocol.heartbeat_s,
+        shard.config.protocol.heartbeat_max
     );
     push_string(&mut data, address);
     let _ = write!(
@@ -234,9 +208,7 @@ fn nodes_weighted(shard: &Shard, query: &Query) -> Reply {
 fn nodes_instances(shard: &Shard) -> Reply {
     let node = &shard.config.node;
     let (conns, ips) = totals(shard);
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut data = String::from("[{\"region\":");
     push_string(&mut data, &node.region);
     data.push_str(",\"zone\":");
@@ -247,10 +219,7 @@ fn nodes_instances(shard: &Shard) -> Reply {
     push_string(&mut data, &node.hostname);
     data.push_str(",\"addrs\":[");
     push_string(&mut data, &format!("tcp://{}:{}", node.addr, node.tcp_port));
-    let _ = write!(
-        data,
-        "],\"version\":\"\",\"latest_timestamp\":{now_ns},\"metadata\":{{\"addrs\":"
-    );
+    let _ = write!(data, "],\"version\":\"\",\"latest_timestamp\":{now_ns},\"metadata\":{{\"addrs\":");
     push_string(&mut data, &node.addr);
     let _ = write!(
         data,
@@ -260,14 +229,26 @@ fn nodes_instances(shard: &Shard) -> Reply {
     Reply::ok(Some(&data))
 }
 
+/// GET /metrics: every shard's counters (others' as of their last report).
+fn metrics(shard: &Shard) -> Reply {
+    let mut stats = shard.stats.borrow().clone();
+    for (peer, peer_stats) in shard.peer_stats.borrow().iter().enumerate() {
+        if peer != shard.id {
+            stats.add(peer_stats);
+        }
+    }
+    let (connections, client_ips) = totals(shard);
+    let rooms = shard.state.borrow().online.room_count() as u64;
+    let gauges = crate::metrics::Gauges { connections, client_ips, rooms, shards: shard.shards as u64 };
+    Reply {
+        status: 200,
+        reason: "OK",
+        content_type: "text/plain; version=0.0.4",
+        body: crate::metrics::render(&stats, &gauges),
+    }
+}
+
 /// Frames `reply` as an HTTP response into `out`.
 pub fn write_reply(out: &mut Vec<u8>, reply: &Reply, close: bool) {
-    response::write(
-        out,
-        reply.status,
-        reply.reason,
-        reply.content_type,
-        reply.body.as_bytes(),
-        close,
-    );
+    response::write(out, reply.status, reply.reason, reply.content_type, reply.body.as_bytes(), close);
 }

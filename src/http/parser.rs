@@ -59,21 +59,13 @@ impl HttpError {
 /// Parses a request head from the start of `input`. `Ok(None)` means more
 /// bytes are needed; the caller refuses the request once it holds
 /// `header_bytes_max` bytes without a complete head.
-pub fn parse_head(
-    input: &[u8],
-    header_bytes_max: usize,
-    body_bytes_max: usize,
-) -> Result<Option<Head>, HttpError> {
+pub fn parse_head(input: &[u8], header_bytes_max: usize, body_bytes_max: usize) -> Result<Option<Head>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut request = httparse::Request::new(&mut headers);
     let head_bytes = match request.parse(input) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if input.len() > header_bytes_max {
-                Err(HttpError::HeaderTooLarge)
-            } else {
-                Ok(None)
-            };
+            return if input.len() > header_bytes_max { Err(HttpError::HeaderTooLarge) } else { Ok(None) };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderTooLarge),
         Err(_) => return Err(HttpError::Malformed),
@@ -147,31 +139,19 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
 }
 
 fn trim(value: &[u8]) -> &[u8] {
-    let start = value
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = value.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &value[start..end]
 }
 
 fn contains_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|part| trim(part).eq_ignore_ascii_case(token))
+    value.split(|b| *b == b',').any(|part| trim(part).eq_ignore_ascii_case(token))
 }
 
 /// Decodes a complete chunked body from the start of `input` into `body`.
 /// Returns the bytes used, or `Ok(None)` when more input is needed (`body`
 /// is then left cleared). Trailers are read and ignored.
-pub fn decode_chunked(
-    input: &[u8],
-    body_bytes_max: usize,
-    body: &mut Vec<u8>,
-) -> Result<Option<usize>, HttpError> {
+pub fn decode_chunked(input: &[u8], body_bytes_max: usize, body: &mut Vec<u8>) -> Result<Option<usize>, HttpError> {
     body.clear();
     let mut pos = 0;
     loop {
@@ -218,11 +198,7 @@ fn skip_trailers(input: &[u8]) -> Result<Option<usize>, HttpError> {
     let mut pos = 0;
     loop {
         let Some(line_len) = input[pos..].windows(2).position(|w| w == b"\r\n") else {
-            return if input.len() - pos > CHUNK_LINE_BYTES_MAX {
-                Err(HttpError::Malformed)
-            } else {
-                Ok(None)
-            };
+            return if input.len() - pos > CHUNK_LINE_BYTES_MAX { Err(HttpError::Malformed) } else { Ok(None) };
         };
         pos += line_len + 2;
         if line_len == 0 {
@@ -247,10 +223,7 @@ mod tests {
         let text = b"POST /goim/push/keys?operation=1000&keys=a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
         let parsed = head(text).unwrap().unwrap();
         assert_eq!(parsed.method, Method::Post);
-        assert_eq!(
-            &text[parsed.target_start..parsed.target_end],
-            b"/goim/push/keys?operation=1000&keys=a"
-        );
+        assert_eq!(&text[parsed.target_start..parsed.target_end], b"/goim/push/keys?operation=1000&keys=a");
         assert_eq!(parsed.framing, BodyFraming::Length(5));
         assert!(parsed.keep_alive);
         assert_eq!(&text[parsed.head_bytes..], b"hello");
@@ -270,37 +243,21 @@ mod tests {
     #[test]
     fn http10_closes_unless_keep_alive() {
         assert!(!head(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
-        assert!(
-            head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .keep_alive
-        );
+        assert!(head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().keep_alive);
     }
 
     #[test]
     fn expect_continue_is_seen() {
-        let parsed = head(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let parsed = head(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
         assert!(parsed.expect_continue);
     }
 
     #[test]
     fn refuses_garbage_oversize_and_ambiguity() {
         assert_eq!(head(b"\x00\x01hello\r\n\r\n"), Err(HttpError::Malformed));
-        assert_eq!(
-            head(b"POST / HTTP/1.1\r\nContent-Length: 2048\r\n\r\n"),
-            Err(HttpError::BodyTooLarge)
-        );
-        assert_eq!(
-            head(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
-            Err(HttpError::Malformed)
-        );
-        assert_eq!(
-            head(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"),
-            Err(HttpError::Malformed)
-        );
+        assert_eq!(head(b"POST / HTTP/1.1\r\nContent-Length: 2048\r\n\r\n"), Err(HttpError::BodyTooLarge));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"), Err(HttpError::Malformed));
         assert_eq!(
             head(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(HttpError::Malformed)
@@ -329,37 +286,18 @@ mod tests {
         let mut body = Vec::new();
         let complete = text.len() - 4;
         for cut in 0..complete {
-            assert_eq!(
-                decode_chunked(&text[..cut], BODY_MAX, &mut body),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(decode_chunked(&text[..cut], BODY_MAX, &mut body), Ok(None), "cut at {cut}");
         }
-        assert_eq!(
-            decode_chunked(text, BODY_MAX, &mut body),
-            Ok(Some(complete))
-        );
+        assert_eq!(decode_chunked(text, BODY_MAX, &mut body), Ok(Some(complete)));
         assert_eq!(body, b"hello world");
     }
 
     #[test]
     fn refuses_bad_and_oversized_chunks() {
         let mut body = Vec::new();
-        assert_eq!(
-            decode_chunked(b"zz\r\n", BODY_MAX, &mut body),
-            Err(HttpError::Malformed)
-        );
-        assert_eq!(
-            decode_chunked(b"3\r\nabcX\r\n", BODY_MAX, &mut body),
-            Err(HttpError::Malformed)
-        );
-        assert_eq!(
-            decode_chunked(b"401\r\n", BODY_MAX, &mut body),
-            Err(HttpError::BodyTooLarge)
-        );
-        assert_eq!(
-            decode_chunked(b"ffffffffffffffff\r\n", BODY_MAX, &mut body),
-            Err(HttpError::BodyTooLarge)
-        );
+        assert_eq!(decode_chunked(b"zz\r\n", BODY_MAX, &mut body), Err(HttpError::Malformed));
+        assert_eq!(decode_chunked(b"3\r\nabcX\r\n", BODY_MAX, &mut body), Err(HttpError::Malformed));
+        assert_eq!(decode_chunked(b"401\r\n", BODY_MAX, &mut body), Err(HttpError::BodyTooLarge));
+        assert_eq!(decode_chunked(b"ffffffffffffffff\r\n", BODY_MAX, &mut body), Err(HttpError::BodyTooLarge));
     }
 }

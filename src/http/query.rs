@@ -36,18 +36,12 @@ impl Query {
 
     /// The first value of `name`, if present.
     pub fn first(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Every value of `name`, in order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.pairs
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -116,9 +110,6 @@ mod tests {
         assert_eq!(query.first("a"), None);
         assert_eq!(query.first("b"), None);
         assert_eq!(query.first("c"), Some("ok"));
-        assert_eq!(
-            Query::parse(b"a=1&a=2&a=3", 2).unwrap_err(),
-            QueryError::TooManyParameters
-        );
+        assert_eq!(Query::parse(b"a=1&a=2&a=3", 2).unwrap_err(), QueryError::TooManyParameters);
     }
 }

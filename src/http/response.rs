@@ -10,14 +10,7 @@ pub const OK: i32 = 0;
 pub const REQUEST_ERROR: i32 = -400;
 
 /// Appends one complete response to `out`.
-pub fn write(
-    out: &mut Vec<u8>,
-    status: u16,
-    reason: &str,
-    content_type: &str,
-    body: &[u8],
-    close: bool,
-) {
+pub fn write(out: &mut Vec<u8>, status: u16, reason: &str, content_type: &str, body: &[u8], close: bool) {
     let connection = if close { "close" } else { "keep-alive" };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
@@ -66,14 +59,8 @@ mod tests {
     #[test]
     fn envelope_matches_goim() {
         assert_eq!(envelope(OK, "", None), r#"{"code":0,"message":""}"#);
-        assert_eq!(
-            envelope(REQUEST_ERROR, "bad \"x\"\n", None),
-            r#"{"code":-400,"message":"bad \"x\"\n"}"#
-        );
-        assert_eq!(
-            envelope(OK, "", Some("[]")),
-            r#"{"code":0,"message":"","data":[]}"#
-        );
+        assert_eq!(envelope(REQUEST_ERROR, "bad \"x\"\n", None), r#"{"code":-400,"message":"bad \"x\"\n"}"#);
+        assert_eq!(envelope(OK, "", Some("[]")), r#"{"code":0,"message":"","data":[]}"#);
     }
 
     #[test]

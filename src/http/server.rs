@@ -58,13 +58,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             return;
         }
         shard.outgoing.wait_drained().await;
-        let read = futures_lite::future::or(
-            async { read_into(&mut stream, &mut input).await.ok() },
-            async {
-                glommio::timer::sleep(idle).await;
-                None
-            },
-        )
+        let read = futures_lite::future::or(async { read_into(&mut stream, &mut input).await.ok() }, async {
+            glommio::timer::sleep(idle).await;
+            None
+        })
         .await;
         match read {
             Some(n) if n > 0 => {}
@@ -100,34 +97,26 @@ fn answer_complete_requests(
         if pos == input.len() {
             break Next::ReadMore;
         }
-        let head = match parser::parse_head(
-            &input[pos..],
-            limits.request_header_bytes_max,
-            limits.request_body_bytes_max,
-        ) {
-            Ok(Some(head)) => head,
-            Ok(None) => break Next::ReadMore,
-            Err(error) => {
-                refuse(output, error);
-                break Next::Close;
-            }
-        };
+        let head =
+            match parser::parse_head(&input[pos..], limits.request_header_bytes_max, limits.request_body_bytes_max) {
+                Ok(Some(head)) => head,
+                Ok(None) => break Next::ReadMore,
+                Err(error) => {
+                    refuse(output, error);
+                    break Next::Close;
+                }
+            };
         let body_start = pos + head.head_bytes;
         let (body, used): (&[u8], usize) = match head.framing {
-            BodyFraming::Length(length) if input.len() - body_start >= length => (
-                &input[body_start..body_start + length],
-                head.head_bytes + length,
-            ),
+            BodyFraming::Length(length) if input.len() - body_start >= length => {
+                (&input[body_start..body_start + length], head.head_bytes + length)
+            }
             BodyFraming::Length(_) => {
                 send_continue(&head, output, continue_sent);
                 break Next::ReadMore;
             }
             BodyFraming::Chunked => {
-                match parser::decode_chunked(
-                    &input[body_start..],
-                    limits.request_body_bytes_max,
-                    &mut chunked_body,
-                ) {
+                match parser::decode_chunked(&input[body_start..], limits.request_body_bytes_max, &mut chunked_body) {
                     Ok(Some(length)) => (&chunked_body[..], head.head_bytes + length),
                     Ok(None) => {
                         send_continue(&head, output, continue_sent);
@@ -166,12 +155,5 @@ fn send_continue(head: &parser::Head, output: &mut Vec<u8>, continue_sent: &mut 
 fn refuse(output: &mut Vec<u8>, error: HttpError) {
     let (status, reason) = error.status();
     crate::log_debug!("API request refused: {status} {reason}");
-    super::response::write(
-        output,
-        status,
-        reason,
-        "text/plain",
-        reason.as_bytes(),
-        true,
-    );
+    super::response::write(output, status, reason, "text/plain", reason.as_bytes(), true);
 }

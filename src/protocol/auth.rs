@@ -41,8 +41,7 @@ impl std::fmt::Display for TokenError {
 pub fn parse(body: &[u8], scratch: &mut Vec<u8>) -> Result<Token, TokenError> {
     scratch.clear();
     scratch.extend_from_slice(body);
-    let mut token: Token =
-        simd_json::serde::from_slice(scratch).map_err(|e| TokenError::NotJson(e.to_string()))?;
+    let mut token: Token = simd_json::serde::from_slice(scratch).map_err(|e| TokenError::NotJson(e.to_string()))?;
     if token.accepts.len() > ACCEPTS_MAX {
         return Err(TokenError::TooManyAccepts(token.accepts.len()));
     }
@@ -71,7 +70,8 @@ mod tests {
 
     #[test]
     fn parses_the_goim_token() {
-        let body = br#"{"mid": 123, "key": "k1", "room_id": "live://1000", "platform": "web", "accepts": [1002, 1000, 1000]}"#;
+        let body =
+            br#"{"mid": 123, "key": "k1", "room_id": "live://1000", "platform": "web", "accepts": [1002, 1000, 1000]}"#;
         let token = parse(body, &mut Vec::new()).unwrap();
         assert_eq!(token.mid, 123);
         assert_eq!(token.key, "k1");

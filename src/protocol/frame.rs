@@ -47,10 +47,7 @@ impl std::fmt::Display for FrameError {
 /// Returns `Ok(None)` when more bytes are needed, or the frame and the number
 /// of bytes it used. Lengths are checked as soon as their bytes are present,
 /// so a bad length is refused before the rest of the frame arrives.
-pub fn decode(
-    input: &[u8],
-    body_bytes_max: usize,
-) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+pub fn decode(input: &[u8], body_bytes_max: usize) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
     if input.len() < 4 {
         return Ok(None);
     }
@@ -118,10 +115,7 @@ mod tests {
     #[test]
     fn encodes_the_exact_goim_header() {
         let bytes = encode(1, 8, 5, b"");
-        assert_eq!(
-            &bytes[..],
-            &[0, 0, 0, 16, 0, 16, 0, 1, 0, 0, 0, 8, 0, 0, 0, 5]
-        );
+        assert_eq!(&bytes[..], &[0, 0, 0, 16, 0, 16, 0, 1, 0, 0, 0, 8, 0, 0, 0, 5]);
     }
 
     #[test]
@@ -129,15 +123,7 @@ mod tests {
         let bytes = sample();
         let (frame, used) = decode(&bytes, MAX).unwrap().unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(
-            frame,
-            Frame {
-                ver: 1,
-                op: 7,
-                seq: 42,
-                body: b"{\"mid\":1}"
-            }
-        );
+        assert_eq!(frame, Frame { ver: 1, op: 7, seq: 42, body: b"{\"mid\":1}" });
     }
 
     #[test]
@@ -173,23 +159,11 @@ mod tests {
     #[test]
     fn oversized_and_negative_lengths_are_refused_from_four_bytes() {
         let big = ((HEADER_BYTES + MAX + 1) as i32).to_be_bytes();
-        assert!(matches!(
-            decode(&big, MAX),
-            Err(FrameError::BodyTooLarge(_))
-        ));
+        assert!(matches!(decode(&big, MAX), Err(FrameError::BodyTooLarge(_))));
         let exact = ((HEADER_BYTES + MAX) as i32).to_be_bytes();
         assert_eq!(decode(&exact, MAX), Ok(None));
-        assert!(matches!(
-            decode(&(-1i32).to_be_bytes(), MAX),
-            Err(FrameError::PacketTooShort(-1))
-        ));
-        assert!(matches!(
-            decode(&15i32.to_be_bytes(), MAX),
-            Err(FrameError::PacketTooShort(15))
-        ));
-        assert!(matches!(
-            decode(&i32::MIN.to_be_bytes(), MAX),
-            Err(FrameError::PacketTooShort(_))
-        ));
+        assert!(matches!(decode(&(-1i32).to_be_bytes(), MAX), Err(FrameError::PacketTooShort(-1))));
+        assert!(matches!(decode(&15i32.to_be_bytes(), MAX), Err(FrameError::PacketTooShort(15))));
+        assert!(matches!(decode(&i32::MIN.to_be_bytes(), MAX), Err(FrameError::PacketTooShort(_))));
     }
 }

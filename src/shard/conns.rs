@@ -103,12 +103,7 @@ pub struct Conns {
 
 impl Conns {
     pub fn new(shard: u16) -> Conns {
-        Conns {
-            shard,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-        }
+        Conns { shard, slots: Vec::new(), free: Vec::new(), live: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -128,25 +123,15 @@ impl Conns {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    session: None,
-                });
+                self.slots.push(Slot { generation: 0, session: None });
                 (self.slots.len() - 1) as u32
             }
         };
         let entry = &mut self.slots[slot as usize];
-        assert!(
-            entry.session.is_none(),
-            "free slot {slot} still holds a session"
-        );
+        assert!(entry.session.is_none(), "free slot {slot} still holds a session");
         entry.session = Some(session);
         self.live += 1;
-        ConnRef {
-            shard: self.shard,
-            slot,
-            generation: entry.generation,
-        }
+        ConnRef { shard: self.shard, slot, generation: entry.generation }
     }
 
     pub fn remove(&mut self, conn: ConnRef) -> Option<Session> {
@@ -180,11 +165,7 @@ impl Conns {
     /// The session in `slot`, whatever its generation (for walks).
     pub fn by_slot_mut(&mut self, slot: u32) -> Option<(ConnRef, &mut Session)> {
         let entry = self.slots.get_mut(slot as usize)?;
-        let conn = ConnRef {
-            shard: self.shard,
-            slot,
-            generation: entry.generation,
-        };
+        let conn = ConnRef { shard: self.shard, slot, generation: entry.generation };
         entry.session.as_mut().map(|session| (conn, session))
     }
 
@@ -192,11 +173,7 @@ impl Conns {
         (0..self.slots.len() as u32)
             .filter_map(|slot| {
                 let entry = &self.slots[slot as usize];
-                entry.session.as_ref().map(|_| ConnRef {
-                    shard: self.shard,
-                    slot,
-                    generation: entry.generation,
-                })
+                entry.session.as_ref().map(|_| ConnRef { shard: self.shard, slot, generation: entry.generation })
             })
             .collect()
     }

@@ -105,11 +105,7 @@ mod tests {
     use super::*;
 
     fn conn(slot: u32) -> ConnRef {
-        ConnRef {
-            shard: 0,
-            slot,
-            generation: 0,
-        }
+        ConnRef { shard: 0, slot, generation: 0 }
     }
 
     #[test]

@@ -25,36 +25,23 @@ impl Shard {
     pub fn apply(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Room { room, frame } => self.deliver_room(&room, frame),
-            ShardMsg::All {
-                op,
-                frame,
-                conns_per_s,
-            } => self.deliver_all(op, frame, conns_per_s),
+            ShardMsg::All { op, frame, conns_per_s } => self.deliver_all(op, frame, conns_per_s),
             ShardMsg::Keys { keys, op, frame } => {
                 let conns: Vec<ConnRef> = {
                     let state = self.state.borrow();
-                    keys.iter()
-                        .filter_map(|key| state.directory.key(key))
-                        .collect()
+                    keys.iter().filter_map(|key| state.directory.key(key)).collect()
                 };
                 self.forward_to_conns(conns, op, frame);
             }
             ShardMsg::Mids { mids, op, frame } => {
                 let conns: Vec<ConnRef> = {
                     let state = self.state.borrow();
-                    mids.iter()
-                        .flat_map(|mid| state.directory.mid(*mid).iter().copied())
-                        .collect()
+                    mids.iter().flat_map(|mid| state.directory.mid(*mid).iter().copied()).collect()
                 };
                 self.forward_to_conns(conns, op, frame);
             }
             ShardMsg::Conns { conns, op, frame } => self.deliver_conns(&conns, op, frame),
-            ShardMsg::Register {
-                key,
-                mid,
-                conn,
-                ack_id,
-            } => {
+            ShardMsg::Register { key, mid, conn, ack_id } => {
                 let replaced = {
                     let mut state = self.state.borrow_mut();
                     if let Some(mid) = mid {
@@ -86,7 +73,12 @@ impl Shard {
                     state.directory.ip_remove(ip);
                 }
             }
-            ShardMsg::Online(report) => self.state.borrow_mut().online.apply(&report),
+            ShardMsg::Online(report) => {
+                if let Some(slot) = self.peer_stats.borrow_mut().get_mut(report.shard) {
+                    *slot = report.stats.clone();
+                }
+                self.state.borrow_mut().online.apply(&report);
+            }
         }
     }
 
@@ -105,14 +97,7 @@ impl Shard {
             if shard == self.id {
                 self.deliver_conns(&conns, op, frame.clone());
             } else {
-                self.outgoing.send(
-                    shard,
-                    ShardMsg::Conns {
-                        conns,
-                        op,
-                        frame: frame.clone(),
-                    },
-                );
+                self.outgoing.send(shard, ShardMsg::Conns { conns, op, frame: frame.clone() });
             }
         }
     }
@@ -120,15 +105,14 @@ impl Shard {
     fn deliver_conns(&self, conns: &[ConnRef], op: i32, frame: Bytes) {
         let chunk = Rc::new(frame);
         let mut state = self.state.borrow_mut();
+        let mut delivered = 0;
         for conn in conns {
-            let accepts = state
-                .conns
-                .get(*conn)
-                .is_some_and(|s| s.accepts.binary_search(&op).is_ok());
-            if accepts {
-                self.enqueue(&mut state, *conn, chunk.clone());
+            let accepts = state.conns.get(*conn).is_some_and(|s| s.accepts.binary_search(&op).is_ok());
+            if accepts && self.enqueue(&mut state, *conn, chunk.clone(), 1) {
+                delivered += 1;
             }
         }
+        self.stats.borrow_mut().frames_queued += delivered;
     }
 
     /// Queues a room push for the next flush (batched with the room's other
@@ -168,15 +152,14 @@ impl Shard {
 
     fn deliver_all_slots(&self, op: i32, chunk: &super::outbox::Chunk, from: u32, to: u32) {
         let mut state = self.state.borrow_mut();
+        let mut delivered = 0;
         for slot in from..to {
-            let Some((conn, session)) = state.conns.by_slot_mut(slot) else {
-                continue;
-            };
-            if session.accepts.binary_search(&op).is_err() {
-                continue;
+            let Some((conn, session)) = state.conns.by_slot_mut(slot) else { continue };
+            if session.accepts.binary_search(&op).is_ok() && self.enqueue(&mut state, conn, chunk.clone(), 1) {
+                delivered += 1;
             }
-            self.enqueue(&mut state, conn, chunk.clone());
         }
+        self.stats.borrow_mut().frames_queued += delivered;
     }
 
     /// Closes every connection and stops accepting.
@@ -205,14 +188,7 @@ impl Shard {
         }
         for (owner, keys) in by_owner.into_iter().enumerate() {
             if !keys.is_empty() {
-                self.send(
-                    owner,
-                    ShardMsg::Keys {
-                        keys,
-                        op,
-                        frame: frame.clone(),
-                    },
-                );
+                self.send(owner, ShardMsg::Keys { keys, op, frame: frame.clone() });
             }
         }
     }
@@ -226,14 +202,7 @@ impl Shard {
         }
         for (owner, mids) in by_owner.into_iter().enumerate() {
             if !mids.is_empty() {
-                self.send(
-                    owner,
-                    ShardMsg::Mids {
-                        mids,
-                        op,
-                        frame: frame.clone(),
-                    },
-                );
+                self.send(owner, ShardMsg::Mids { mids, op, frame: frame.clone() });
             }
         }
     }
@@ -244,33 +213,16 @@ impl Shard {
         let frame = Self::push_frame(op, body);
         let room: Arc<str> = Arc::from(room);
         for shard in 0..self.shards {
-            self.send(
-                shard,
-                ShardMsg::Room {
-                    room: room.clone(),
-                    frame: frame.clone(),
-                },
-            );
+            self.send(shard, ShardMsg::Room { room: room.clone(), frame: frame.clone() });
         }
     }
 
     /// POST /goim/push/all: `speed` connections a second over all shards.
     pub fn push_all(&self, op: i32, body: &[u8], speed: u32) {
         let frame = Self::push_frame(op, body);
-        let conns_per_s = if speed == 0 {
-            0
-        } else {
-            speed.div_ceil(self.shards as u32).max(1)
-        };
+        let conns_per_s = if speed == 0 { 0 } else { speed.div_ceil(self.shards as u32).max(1) };
         for shard in 0..self.shards {
-            self.send(
-                shard,
-                ShardMsg::All {
-                    op,
-                    frame: frame.clone(),
-                    conns_per_s,
-                },
-            );
+            self.send(shard, ShardMsg::All { op, frame: frame.clone(), conns_per_s });
         }
     }
 }

@@ -35,18 +35,20 @@ impl Shard {
         {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            let mut room_batches: Vec<(Chunk, Vec<u32>)> = Vec::new();
+            let mut room_batches: Vec<(Chunk, u64, Vec<u32>)> = Vec::new();
             state.rooms.take_pending(|frames, members| {
-                room_batches.push((Rc::new(concat(frames)), members.to_vec()));
+                room_batches.push((Rc::new(concat(frames)), frames.len() as u64, members.to_vec()));
             });
-            for (chunk, members) in room_batches {
+            let mut frames_queued = 0;
+            for (chunk, frames, members) in room_batches {
                 for slot in members {
-                    let Some((conn, _)) = state.conns.by_slot_mut(slot) else {
-                        continue;
-                    };
-                    self.enqueue(state, conn, chunk.clone());
+                    let Some((conn, _)) = state.conns.by_slot_mut(slot) else { continue };
+                    if self.enqueue(state, conn, chunk.clone(), frames) {
+                        frames_queued += frames;
+                    }
                 }
             }
+            self.stats.borrow_mut().frames_queued += frames_queued;
             let dirty = std::mem::take(&mut state.dirty);
             let mut writes = 0u64;
             for conn in dirty {
@@ -91,10 +93,7 @@ pub enum WriteOutcome {
 /// Writes as much of the outbox as the kernel takes, one `sendmsg` per 64
 /// chunks.
 pub fn write_out(session: &mut Session) -> WriteOutcome {
-    let mut iovecs = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; IOVECS_PER_WRITE_MAX];
+    let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
     loop {
         let count = session.outbox.iovecs(&mut iovecs);
         if count == 0 {

@@ -126,8 +126,7 @@ impl Outgoing {
 
     fn take(&self, peer: usize) -> Batch {
         let batch = std::mem::take(&mut *self.queues[peer].borrow_mut());
-        self.pending_messages
-            .set(self.pending_messages.get() - batch.len());
+        self.pending_messages.set(self.pending_messages.get() - batch.len());
         batch
     }
 }

@@ -26,6 +26,7 @@ pub mod signal;
 pub mod wheel;
 
 use crate::config::{Config, SlowConsumerPolicy};
+use crate::metrics::Stats;
 use bytes::Bytes;
 use close::CloseReason;
 use conns::{ConnRef, Conns};
@@ -70,18 +71,6 @@ impl State {
     }
 }
 
-/// Counters of one shard (plain integers: only this shard writes them).
-#[derive(Default, Debug, Clone)]
-pub struct Stats {
-    pub accepted: u64,
-    pub refused_full: u64,
-    pub closed: [u64; CloseReason::ALL.len()],
-    pub dropped_messages: u64,
-    pub delivered_chunks: u64,
-    pub writes: u64,
-    pub last_drop_log_s: u64,
-}
-
 pub struct Shard {
     pub id: usize,
     pub shards: usize,
@@ -94,6 +83,11 @@ pub struct Shard {
     pub stop: Signal,
     pub stopping: Cell<bool>,
     pub stats: RefCell<Stats>,
+    /// Every shard's counters as last reported (this shard's own entry is stale;
+    /// use `stats` for it).
+    pub peer_stats: RefCell<Vec<Stats>>,
+    /// The second of the last "message dropped" warning (one a second at most).
+    last_drop_log_s: Cell<u64>,
     /// Read buffer shared by every connection of this shard: a connection
     /// borrows it only inside one poll, never across an await.
     pub read_scratch: RefCell<Vec<u8>>,
@@ -115,9 +109,7 @@ pub const READ_SCRATCH_BYTES: usize = 64 * 1024;
 
 impl Shard {
     pub fn new(id: usize, shards: usize, config: Arc<Config>, conns_max: usize) -> Shard {
-        let horizon_ms = config
-            .idle_deadline_ms()
-            .max(config.protocol.handshake_timeout_ms);
+        let horizon_ms = config.idle_deadline_ms().max(config.protocol.handshake_timeout_ms);
         let horizon_ticks = (horizon_ms / wheel::TICK_MS + 1) as u32;
         let seed = random_seed() ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Shard {
@@ -132,19 +124,14 @@ impl Shard {
                 closing: Vec::new(),
                 wheel: Wheel::new(horizon_ticks),
             }),
-            outgoing: Rc::new(Outgoing::new(
-                shards,
-                config.limits.mesh_pending_messages_max,
-            )),
+            outgoing: Rc::new(Outgoing::new(shards, config.limits.mesh_pending_messages_max)),
             flush: Signal::default(),
             stop: Signal::default(),
             stopping: Cell::new(false),
             stats: RefCell::new(Stats::default()),
-            read_scratch: RefCell::new(vec![
-                0;
-                READ_SCRATCH_BYTES
-                    .max(config.limits.frame_body_bytes_max + 16)
-            ]),
+            peer_stats: RefCell::new(vec![Stats::default(); shards]),
+            last_drop_log_s: Cell::new(0),
+            read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES.max(config.limits.frame_body_bytes_max + 16)]),
             json_scratch: RefCell::new(Vec::new()),
             conns_max,
             epoll_fd: Cell::new(-1),
@@ -211,14 +198,7 @@ impl Shard {
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        )
+        format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
     }
 
     fn next_random(&self) -> u64 {
@@ -231,15 +211,16 @@ impl Shard {
         z ^ (z >> 31)
     }
 
-    /// Queues `chunk` for `conn` and schedules a flush. At the outbound bound
-    /// the slow-consumer policy decides: close the connection, or drop the
-    /// message (counted and logged either way).
-    pub fn enqueue(&self, state: &mut State, conn: ConnRef, chunk: Chunk) {
+    /// Queues `chunk` (holding `frames` frames) for `conn` and schedules a
+    /// flush. At the outbound bound the slow-consumer policy decides: close
+    /// the connection, or drop the chunk (all its frames counted as dropped).
+    /// Returns whether the chunk was queued.
+    pub fn enqueue(&self, state: &mut State, conn: ConnRef, chunk: Chunk, frames: u64) -> bool {
         let Some(session) = state.conns.get_mut(conn) else {
-            return;
+            return false;
         };
         if session.close_reason.is_some() {
-            return;
+            return false;
         }
         let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
         match session.outbox.push(chunk, bytes_max) {
@@ -249,24 +230,27 @@ impl Shard {
                     state.dirty.push(conn);
                     self.flush.raise();
                 }
+                true
             }
-            Queued::Full => match self.config.limits.slow_consumer_policy {
-                SlowConsumerPolicy::Close => {
-                    crate::log_info!("shard {}: closing slow consumer {}", self.id, session.key);
-                    state.close(conn, CloseReason::SlowConsumer);
-                    self.flush.raise();
+            Queued::Full => {
+                match self.config.limits.slow_consumer_policy {
+                    SlowConsumerPolicy::Close => {
+                        crate::log_info!("shard {}: closing slow consumer {}", self.id, session.key);
+                        state.close(conn, CloseReason::SlowConsumer);
+                        self.flush.raise();
+                    }
+                    SlowConsumerPolicy::Drop => self.count_drop(&session.key, frames),
                 }
-                SlowConsumerPolicy::Drop => self.count_drop(&session.key),
-            },
+                false
+            }
         }
     }
 
-    fn count_drop(&self, key: &str) {
+    fn count_drop(&self, key: &str, frames: u64) {
         let mut stats = self.stats.borrow_mut();
-        stats.dropped_messages += 1;
+        stats.dropped_messages += frames;
         let now = self.started.elapsed().as_secs() + 1;
-        if stats.last_drop_log_s != now {
-            stats.last_drop_log_s = now;
+        if self.last_drop_log_s.replace(now) != now {
             crate::log_warn!(
                 "shard {}: outbound queue full, message dropped for {key} ({} dropped so far)",
                 self.id,
@@ -302,7 +286,7 @@ impl Shard {
             let mut state = self.state.borrow_mut();
             let conns = state.conns.len() as u64;
             let ips = state.directory.ip_count() as u64;
-            state.online.report(conns, ips)
+            state.online.report(conns, ips, self.stats.borrow().clone())
         };
         for peer in (0..self.shards).filter(|p| *p != self.id) {
             self.outgoing.send(peer, ShardMsg::Online(report.clone()));
@@ -347,9 +331,6 @@ fn random_seed() -> u64 {
         use std::io::Read;
         let _ = file.read_exact(&mut bytes);
     }
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
+    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
     u64::from_le_bytes(bytes) ^ time
 }

@@ -6,6 +6,7 @@
 //! `online_sync_ms`, so a count is at most that stale. Must never: be
 //! written by anything but this shard's own joins/leaves and sync reports.
 
+use crate::metrics::Stats;
 use std::collections::{HashMap, HashSet};
 
 /// What one shard tells the others every `online_sync_ms`.
@@ -16,6 +17,8 @@ pub struct OnlineReport {
     pub ip_count: u64,
     /// Rooms whose local count changed since the last report, with the new count.
     pub rooms: Vec<(String, u32)>,
+    /// The reporting shard's counters, for /metrics.
+    pub stats: Stats,
 }
 
 pub struct Online {
@@ -60,7 +63,7 @@ impl Online {
     }
 
     /// Builds this shard's report (and forgets what it reported).
-    pub fn report(&mut self, conn_count: u64, ip_count: u64) -> OnlineReport {
+    pub fn report(&mut self, conn_count: u64, ip_count: u64, stats: Stats) -> OnlineReport {
         self.conn_counts[self.me] = conn_count;
         self.ip_counts[self.me] = ip_count;
         let me = self.me;
@@ -72,12 +75,7 @@ impl Online {
                 (room.into_string(), count)
             })
             .collect();
-        OnlineReport {
-            shard: me,
-            conn_count,
-            ip_count,
-            rooms,
-        }
+        OnlineReport { shard: me, conn_count, ip_count, rooms, stats }
     }
 
     /// Applies another shard's report.
@@ -92,11 +90,14 @@ impl Online {
         }
     }
 
+    /// Rooms with at least one member anywhere.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// Members of `room` over all shards.
     pub fn room(&self, room: &str) -> u64 {
-        self.rooms
-            .get(room)
-            .map_or(0, |c| c.iter().map(|n| *n as u64).sum())
+        self.rooms.get(room).map_or(0, |c| c.iter().map(|n| *n as u64).sum())
     }
 
     /// Rooms whose key starts with `type://`, biggest first, at most `limit`:
@@ -140,18 +141,15 @@ mod tests {
         a.local_room("live://1", 3);
         b.local_room("live://1", 2);
         b.local_room("live://2", 5);
-        a.apply(&b.report(7, 1));
+        a.apply(&b.report(7, 1, Stats::default()));
         assert_eq!(a.room("live://1"), 5);
-        assert_eq!(
-            a.top("live", 10),
-            vec![("1".to_string(), 5), ("2".to_string(), 5)]
-        );
+        assert_eq!(a.top("live", 10), vec![("1".to_string(), 5), ("2".to_string(), 5)]);
         assert_eq!(a.top("live", 1).len(), 1);
         assert_eq!(a.totals(3, 1), (10, 2));
         // A report only carries what changed since the previous one.
-        assert!(b.report(7, 1).rooms.is_empty());
+        assert!(b.report(7, 1, Stats::default()).rooms.is_empty());
         b.local_room("live://2", 0);
-        a.apply(&b.report(2, 1));
+        a.apply(&b.report(2, 1, Stats::default()));
         assert_eq!(a.room("live://2"), 0);
         assert!(a.top("live", 10).iter().all(|(id, _)| id != "2"));
     }

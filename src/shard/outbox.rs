@@ -56,10 +56,7 @@ impl Outbox {
         for (i, chunk) in self.chunks.iter().take(IOVECS_PER_WRITE_MAX).enumerate() {
             let skip = if i == 0 { self.front_written } else { 0 };
             let bytes = &chunk[skip..];
-            iovecs[i] = libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
-            };
+            iovecs[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
             count += 1;
         }
         count
@@ -67,17 +64,12 @@ impl Outbox {
 
     /// The unwritten part of the front chunk.
     pub fn front(&self) -> Option<&[u8]> {
-        self.chunks
-            .front()
-            .map(|chunk| &chunk[self.front_written..])
+        self.chunks.front().map(|chunk| &chunk[self.front_written..])
     }
 
     /// Marks `written` bytes as sent, dropping finished chunks.
     pub fn consume(&mut self, mut written: usize) {
-        assert!(
-            written <= self.queued_bytes - self.front_written,
-            "consumed more than queued"
-        );
+        assert!(written <= self.queued_bytes - self.front_written, "consumed more than queued");
         while written > 0 {
             let Some(front) = self.chunks.front() else {
                 break;
@@ -114,10 +106,7 @@ mod tests {
         assert_eq!(outbox.push(chunk(b"world"), 100), Queued::Ok);
         outbox.consume(3);
         assert_eq!(outbox.front(), Some(&b"lo"[..]));
-        let mut iovecs = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; IOVECS_PER_WRITE_MAX];
+        let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
         assert_eq!(outbox.iovecs(&mut iovecs), 2);
         assert_eq!(iovecs[0].iov_len, 2);
         outbox.consume(7);

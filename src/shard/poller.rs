@@ -39,11 +39,7 @@ fn token(conn: ConnRef) -> u64 {
 }
 
 fn conn_of(shard: &Shard, token: u64) -> ConnRef {
-    ConnRef {
-        shard: shard.id as u16,
-        slot: token as u32,
-        generation: (token >> 32) as u32,
-    }
+    ConnRef { shard: shard.id as u16, slot: token as u32, generation: (token >> 32) as u32 }
 }
 
 /// Creates the shard's epoll set with the client listener in it.
@@ -54,10 +50,7 @@ pub fn create(listener_fd: RawFd) -> std::io::Result<RawFd> {
         if epoll_fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: LISTENER_TOKEN,
-        };
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: LISTENER_TOKEN };
         if libc::epoll_ctl(epoll_fd, libc::EPOLL_CTL_ADD, listener_fd, &mut event) < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -71,10 +64,7 @@ pub fn watch(shard: &Shard, fd: RawFd, conn: ConnRef, writable: bool, op: libc::
     if writable {
         events |= libc::EPOLLOUT;
     }
-    let mut event = libc::epoll_event {
-        events: events as u32,
-        u64: token(conn),
-    };
+    let mut event = libc::epoll_event { events: events as u32, u64: token(conn) };
     // SAFETY: both fds are open and owned by this shard.
     unsafe { libc::epoll_ctl(shard.epoll_fd.get(), op, fd, &mut event) };
 }
@@ -85,8 +75,7 @@ pub async fn run(shard: Rc<Shard>, listener_fd: RawFd) {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
     while !shard.stopping.get() {
         // SAFETY: `events` has room for EVENTS_MAX entries.
-        let ready =
-            unsafe { libc::epoll_wait(epoll_fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
+        let ready = unsafe { libc::epoll_wait(epoll_fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
         if ready > 0 {
             handle(&shard, listener_fd, &events[..ready as usize]);
             shard.reap();
@@ -99,14 +88,8 @@ pub async fn run(shard: Rc<Shard>, listener_fd: RawFd) {
             .spawn_blocking(move || {
                 let mut buffer = buffer;
                 // SAFETY: `buffer` has room for EVENTS_MAX entries.
-                let ready = unsafe {
-                    libc::epoll_wait(
-                        epoll_fd,
-                        buffer.as_mut_ptr(),
-                        EVENTS_MAX as i32,
-                        WAIT_TIMEOUT_MS,
-                    )
-                };
+                let ready =
+                    unsafe { libc::epoll_wait(epoll_fd, buffer.as_mut_ptr(), EVENTS_MAX as i32, WAIT_TIMEOUT_MS) };
                 (buffer, ready)
             })
             .await;
@@ -162,11 +145,7 @@ fn accept(shard: &Shard, listener_fd: RawFd) {
         }
         if shard.state.borrow().conns.len() >= shard.conns_max {
             shard.stats.borrow_mut().refused_full += 1;
-            crate::log_warn!(
-                "shard {}: connection limit {} reached, refusing",
-                shard.id,
-                shard.conns_max
-            );
+            crate::log_warn!("shard {}: connection limit {} reached, refusing", shard.id, shard.conns_max);
             // SAFETY: fd was just accepted and is not registered anywhere.
             unsafe { libc::close(fd) };
             continue;
@@ -220,28 +199,15 @@ fn read(shard: &Shard, conn: ConnRef) {
     for _ in 0..READS_PER_EVENT_MAX {
         let mut scratch = shard.read_scratch.borrow_mut();
         // SAFETY: reading into the scratch buffer of its own length.
-        let received = unsafe {
-            libc::recv(
-                fd,
-                scratch.as_mut_ptr() as *mut libc::c_void,
-                scratch.len(),
-                0,
-            )
-        };
+        let received = unsafe { libc::recv(fd, scratch.as_mut_ptr() as *mut libc::c_void, scratch.len(), 0) };
         if received == 0 {
-            shard
-                .state
-                .borrow_mut()
-                .close(conn, CloseReason::ClientClosed);
+            shard.state.borrow_mut().close(conn, CloseReason::ClientClosed);
             return;
         }
         if received < 0 {
             let error = std::io::Error::last_os_error();
             if error.kind() != std::io::ErrorKind::WouldBlock {
-                shard
-                    .state
-                    .borrow_mut()
-                    .close(conn, CloseReason::ClientClosed);
+                shard.state.borrow_mut().close(conn, CloseReason::ClientClosed);
             }
             return;
         }

@@ -57,11 +57,7 @@ impl Rooms {
     pub fn leave(&mut self, room: &str, index: u32, slot: u32) -> Option<u32> {
         let entry = self.map.get_mut(room)?;
         let index = index as usize;
-        assert_eq!(
-            entry.members.get(index),
-            Some(&slot),
-            "room member index out of sync"
-        );
+        assert_eq!(entry.members.get(index), Some(&slot), "room member index out of sync");
         entry.members.swap_remove(index);
         let moved = entry.members.get(index).copied();
         if entry.members.is_empty() {

@@ -35,9 +35,7 @@ thread_local! {
 
 /// The shard running on this thread.
 pub fn current() -> Rc<Shard> {
-    CURRENT
-        .with(|c| c.borrow().clone())
-        .expect("called outside a shard thread")
+    CURRENT.with(|c| c.borrow().clone()).expect("called outside a shard thread")
 }
 
 /// Addresses the server listens on (port 0 in the config is resolved).
@@ -67,33 +65,15 @@ fn listeners(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<RawFd>)
     let mut fds = Vec::with_capacity(shards);
     let mut bound = addr;
     for _ in 0..shards {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .map_err(|e| format!("socket: {e}"))?;
-        socket
-            .set_reuse_address(true)
-            .map_err(|e| format!("SO_REUSEADDR: {e}"))?;
-        socket
-            .set_reuse_port(true)
-            .map_err(|e| format!("SO_REUSEPORT: {e}"))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| format!("nonblocking: {e}"))?;
-        socket
-            .bind(&bound.into())
-            .map_err(|e| format!("cannot bind {bound}: {e}"))?;
-        socket
-            .listen(4096)
-            .map_err(|e| format!("listen {bound}: {e}"))?;
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+            .map_err(|e| format!("socket: {e}"))?;
+        socket.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+        socket.set_reuse_port(true).map_err(|e| format!("SO_REUSEPORT: {e}"))?;
+        socket.set_nonblocking(true).map_err(|e| format!("nonblocking: {e}"))?;
+        socket.bind(&bound.into()).map_err(|e| format!("cannot bind {bound}: {e}"))?;
+        socket.listen(4096).map_err(|e| format!("listen {bound}: {e}"))?;
         if bound.port() == 0 {
-            bound = socket
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .ok_or("no local address")?;
+            bound = socket.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;
         }
         fds.push(socket.into_raw_fd());
     }
@@ -102,9 +82,7 @@ fn listeners(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<RawFd>)
 
 /// The CPUs this process may run on.
 fn cpus() -> Vec<usize> {
-    core_affinity::get_core_ids()
-        .map(|ids| ids.into_iter().map(|c| c.id).collect())
-        .unwrap_or_default()
+    core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect()).unwrap_or_default()
 }
 
 /// Runs the server until SIGTERM/SIGINT. `on_ready` is called once every
@@ -118,13 +96,10 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     };
     let ceiling = raise_open_file_limit();
     let conns_max = match config.limits.connections_per_shard_max {
-        0 => (ceiling.saturating_sub(FILES_RESERVED + 8 * shards as u64) / shards as u64).max(1)
-            as usize,
+        0 => (ceiling.saturating_sub(FILES_RESERVED + 8 * shards as u64) / shards as u64).max(1) as usize,
         n => n,
     };
-    crate::log_info!(
-        "open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each"
-    );
+    crate::log_info!("open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each");
     if ceiling < 1_000_000 {
         crate::log_info!("1,000,000 connections need RLIMIT_NOFILE above 1,000,000 (see README)");
     }
@@ -149,9 +124,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     }
     drop(ready_tx);
     for _ in 0..shards {
-        ready_rx
-            .recv()
-            .map_err(|_| "a shard failed to start".to_string())?;
+        ready_rx.recv().map_err(|_| "a shard failed to start".to_string())?;
     }
     on_ready(Bound { tcp, http });
     let watcher = std::thread::spawn(wait_for_signal);
@@ -195,8 +168,7 @@ async fn shard_main(
     };
     shard.epoll_fd.set(epoll_fd);
     let poller = glommio::spawn_local(super::poller::run(shard.clone(), tcp_fd)).detach();
-    let http_accept =
-        glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
+    let http_accept = glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
     let _ = ready.send(());
     shard.stop.wait().await;
     http_accept.cancel();

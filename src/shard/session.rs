@@ -61,9 +61,7 @@ fn keep_tail(shard: &Shard, conn: ConnRef, input: &[u8], used: usize, tail: Opti
 fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Result<usize, CloseReason> {
     let body_max = shard.config.limits.frame_body_bytes_max;
     let mut used = 0;
-    while let Some((f, len)) =
-        frame::decode(&input[used..], body_max).map_err(|_| CloseReason::BadFrame)?
-    {
+    while let Some((f, len)) = frame::decode(&input[used..], body_max).map_err(|_| CloseReason::BadFrame)? {
         used += len;
         let phase = match shard.state.borrow().conns.get(conn) {
             Some(session) if session.close_reason.is_none() => session.phase,
@@ -89,11 +87,7 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
             CloseReason::BadToken
         })?
     };
-    let key = if token.key.is_empty() {
-        shard.new_key()
-    } else {
-        token.key
-    };
+    let key = if token.key.is_empty() { shard.new_key() } else { token.key };
     let mid = token.mid;
     let ip = {
         let mut state = shard.state.borrow_mut();
@@ -110,7 +104,7 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
             join(state, conn, &token.room_id);
         }
         let reply = frame::encode(f.ver, op::AUTH_REPLY, f.seq, b"");
-        shard.enqueue(state, conn, Rc::new(reply));
+        shard.enqueue(state, conn, Rc::new(reply), 1);
         ip
     };
     shard.send(owner_of(&ip, shard.shards), ShardMsg::Ip { ip, delta: 1 });
@@ -118,30 +112,10 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
     let mid_owner = (mid != 0).then(|| owner_of(&mid, shard.shards));
     let separate_mid = mid_owner.is_some_and(|owner| owner != key_owner);
     let ack_id = shard.new_ack(conn, 1 + separate_mid as u32);
-    let mid_with_key = if separate_mid {
-        None
-    } else {
-        mid_owner.map(|_| mid)
-    };
-    shard.send(
-        key_owner,
-        ShardMsg::Register {
-            key: Some(key),
-            mid: mid_with_key,
-            conn,
-            ack_id,
-        },
-    );
+    let mid_with_key = if separate_mid { None } else { mid_owner.map(|_| mid) };
+    shard.send(key_owner, ShardMsg::Register { key: Some(key), mid: mid_with_key, conn, ack_id });
     if let (true, Some(owner)) = (separate_mid, mid_owner) {
-        shard.send(
-            owner,
-            ShardMsg::Register {
-                key: None,
-                mid: Some(mid),
-                conn,
-                ack_id,
-            },
-        );
+        shard.send(owner, ShardMsg::Register { key: None, mid: Some(mid), conn, ack_id });
     }
     Ok(())
 }
@@ -179,12 +153,7 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
     unsafe { libc::close(session.fd) };
     let reason = session.close_reason.unwrap_or(CloseReason::ClientClosed);
     shard.stats.borrow_mut().closed[reason.index()] += 1;
-    crate::log_debug!(
-        "shard {}: connection {} closed: {}",
-        shard.id,
-        session.key,
-        reason.name()
-    );
+    crate::log_debug!("shard {}: connection {} closed: {}", shard.id, session.key, reason.name());
     if session.phase == Phase::Handshake {
         return;
     }
@@ -192,41 +161,14 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
     let mid_owner = (session.mid != 0).then(|| owner_of(&session.mid, shard.shards));
     let key = Some(session.key.into_string());
     if mid_owner == Some(key_owner) {
-        shard.send(
-            key_owner,
-            ShardMsg::Unregister {
-                key,
-                mid: Some(session.mid),
-                conn,
-            },
-        );
+        shard.send(key_owner, ShardMsg::Unregister { key, mid: Some(session.mid), conn });
     } else {
-        shard.send(
-            key_owner,
-            ShardMsg::Unregister {
-                key,
-                mid: None,
-                conn,
-            },
-        );
+        shard.send(key_owner, ShardMsg::Unregister { key, mid: None, conn });
         if let Some(owner) = mid_owner {
-            shard.send(
-                owner,
-                ShardMsg::Unregister {
-                    key: None,
-                    mid: Some(session.mid),
-                    conn,
-                },
-            );
+            shard.send(owner, ShardMsg::Unregister { key: None, mid: Some(session.mid), conn });
         }
     }
-    shard.send(
-        owner_of(&session.ip, shard.shards),
-        ShardMsg::Ip {
-            ip: session.ip,
-            delta: -1,
-        },
-    );
+    shard.send(owner_of(&session.ip, shard.shards), ShardMsg::Ip { ip: session.ip, delta: -1 });
 }
 
 /// Puts `conn` in `room`.
@@ -252,10 +194,7 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
             if session.phase == Phase::Established {
                 session.deadline_tick = idle_deadline_tick;
             }
-            let count = session
-                .room
-                .as_ref()
-                .map_or(0, |room| state.online.room(room));
+            let count = session.room.as_ref().map_or(0, |room| state.online.room(room));
             let count = count.min(i32::MAX as u64) as i32;
             frame::encode(f.ver, op::HEARTBEAT_REPLY, f.seq, &count.to_be_bytes())
         }
@@ -268,9 +207,7 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
             frame::encode(f.ver, op::CHANGE_ROOM_REPLY, f.seq, f.body)
         }
         op::SUB | op::UNSUB => {
-            if let (Some(ops), Some(session)) =
-                (auth::parse_op_list(f.body), state.conns.get_mut(conn))
-            {
+            if let (Some(ops), Some(session)) = (auth::parse_op_list(f.body), state.conns.get_mut(conn)) {
                 if f.op == op::SUB {
                     session.accepts.extend_from_slice(&ops);
                     session.accepts.sort_unstable();
@@ -280,14 +217,10 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
                     session.accepts.retain(|a| !ops.contains(a));
                 }
             }
-            let reply_op = if f.op == op::SUB {
-                op::SUB_REPLY
-            } else {
-                op::UNSUB_REPLY
-            };
+            let reply_op = if f.op == op::SUB { op::SUB_REPLY } else { op::UNSUB_REPLY };
             frame::encode(f.ver, reply_op, f.seq, f.body)
         }
         other => frame::encode(f.ver, other, f.seq, b""),
     };
-    shard.enqueue(state, conn, Rc::new(reply));
+    shard.enqueue(state, conn, Rc::new(reply), 1);
 }

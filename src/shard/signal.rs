@@ -58,9 +58,7 @@ mod tests {
         signal.raise();
         signal.raise();
         futures_lite::future::block_on(signal.wait());
-        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
-            Poll::Ready(cx.waker().clone())
-        }));
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())));
         let mut cx = Context::from_waker(&waker);
         let mut wait = signal.wait();
         assert!(Pin::new(&mut wait).poll(&mut cx).is_pending());

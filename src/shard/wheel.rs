@@ -20,12 +20,7 @@ pub struct Wheel {
 impl Wheel {
     /// A wheel for deadlines at most `horizon_ticks` seconds ahead.
     pub fn new(horizon_ticks: u32) -> Wheel {
-        Wheel {
-            buckets: (0..horizon_ticks as usize + 2)
-                .map(|_| Vec::new())
-                .collect(),
-            now_tick: 0,
-        }
+        Wheel { buckets: (0..horizon_ticks as usize + 2).map(|_| Vec::new()).collect(), now_tick: 0 }
     }
 
     pub fn now_tick(&self) -> u32 {
@@ -59,11 +54,7 @@ mod tests {
 
     #[test]
     fn connections_come_due_in_their_second() {
-        let conn = ConnRef {
-            shard: 0,
-            slot: 1,
-            generation: 0,
-        };
+        let conn = ConnRef { shard: 0, slot: 1, generation: 0 };
         let mut wheel = Wheel::new(10);
         wheel.insert(conn, 3);
         let mut seen = Vec::new();

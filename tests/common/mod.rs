@@ -69,9 +69,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        let mut config = ServerConfig {
-            table: toml::Table::new(),
-        };
+        let mut config = ServerConfig { table: toml::Table::new() };
         config
             .set("server", "shards", 2)
             .set("server", "log_level", "warn")
@@ -88,10 +86,7 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Sets `[section] key = value`, replacing a default of the same name.
     pub fn set(&mut self, section: &str, key: &str, value: impl Into<toml::Value>) -> &mut Self {
-        let entry = self
-            .table
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = self.table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(section_table) = entry else {
             panic!("config section [{section}] is not a table");
         };
@@ -126,11 +121,7 @@ impl Server {
 
     /// Starts a server with the given config and waits for its ready line.
     pub fn start_with(config: &ServerConfig) -> Server {
-        let dir = std::env::temp_dir().join(format!(
-            "corecast-test-{}-{}",
-            std::process::id(),
-            next_id()
-        ));
+        let dir = std::env::temp_dir().join(format!("corecast-test-{}-{}", std::process::id(), next_id()));
         std::fs::create_dir_all(&dir).expect("create test config dir");
         let config_path = dir.join("corecast.toml");
         std::fs::write(&config_path, config.to_toml()).expect("write test config");
@@ -189,37 +180,22 @@ impl Server {
             }
         };
 
-        let field = |name: &str| -> Option<SocketAddr> {
-            ready
-                .split_whitespace()
-                .filter_map(|token| token.split_once('='))
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| {
-                    value
-                        .parse()
-                        .unwrap_or_else(|e| panic!("bad {name}= in ready line {ready:?}: {e}"))
-                })
-        };
+        let field =
+            |name: &str| -> Option<SocketAddr> {
+                ready.split_whitespace().filter_map(|token| token.split_once('=')).find(|(key, _)| *key == name).map(
+                    |(_, value)| value.parse().unwrap_or_else(|e| panic!("bad {name}= in ready line {ready:?}: {e}")),
+                )
+            };
         let tcp = field("tcp").unwrap_or_else(|| panic!("no tcp= in ready line {ready:?}"));
         let http = field("http").unwrap_or_else(|| panic!("no http= in ready line {ready:?}"));
         let ws = field("ws");
 
-        Server {
-            child: Some(child),
-            tcp,
-            http,
-            ws,
-            dir,
-            stderr,
-        }
+        Server { child: Some(child), tcp, http, ws, dir, stderr }
     }
 
     /// Everything the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Sends SIGTERM and waits for the exit status. Panics if the process is still
@@ -232,10 +208,7 @@ impl Server {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "corecast did not exit within {EXIT_TIMEOUT:?} of SIGTERM\n--- stderr ---\n{}",
-                    self.stderr()
-                );
+                panic!("corecast did not exit within {EXIT_TIMEOUT:?} of SIGTERM\n--- stderr ---\n{}", self.stderr());
             }
         }
     }
@@ -258,27 +231,15 @@ impl Server {
     /// `GET path` and the parsed goim JSON envelope; asserts HTTP 200.
     pub fn get_json(&self, path_and_query: &str) -> OwnedValue {
         let response = self.http("GET", path_and_query, b"");
-        assert_eq!(
-            response.status,
-            200,
-            "GET {path_and_query}: body {:?}",
-            response.body_str()
-        );
+        assert_eq!(response.status, 200, "GET {path_and_query}: body {:?}", response.body_str());
         response.json()
     }
 
     /// `GET path` and the `data` member of a code-0 envelope.
     pub fn get_data(&self, path_and_query: &str) -> OwnedValue {
         let envelope = self.get_json(path_and_query);
-        assert_eq!(
-            envelope.get_i64("code"),
-            Some(0),
-            "GET {path_and_query}: {envelope}"
-        );
-        envelope
-            .get("data")
-            .unwrap_or_else(|| panic!("GET {path_and_query}: no data in {envelope}"))
-            .clone()
+        assert_eq!(envelope.get_i64("code"), Some(0), "GET {path_and_query}: {envelope}");
+        envelope.get("data").unwrap_or_else(|| panic!("GET {path_and_query}: no data in {envelope}")).clone()
     }
 
     /// POSTs a push and asserts HTTP 200 with exactly `{"code":0,"message":""}`.
@@ -325,10 +286,8 @@ impl Server {
     pub fn online_total(&self) -> (i64, i64) {
         let data = self.get_data("/goim/online/total");
         (
-            data.get_i64("conn_count")
-                .unwrap_or_else(|| panic!("conn_count in {data}")),
-            data.get_i64("ip_count")
-                .unwrap_or_else(|| panic!("ip_count in {data}")),
+            data.get_i64("conn_count").unwrap_or_else(|| panic!("conn_count in {data}")),
+            data.get_i64("ip_count").unwrap_or_else(|| panic!("ip_count in {data}")),
         )
     }
 }
@@ -351,10 +310,7 @@ impl Drop for Server {
 }
 
 fn sigterm(child: &Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -397,12 +353,7 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 
 /// Calls `observe` until it returns `expected` or `timeout` passes; panics with the
 /// last observed value otherwise.
-pub fn poll_eq<T: PartialEq + Debug>(
-    what: &str,
-    timeout: Duration,
-    expected: T,
-    mut observe: impl FnMut() -> T,
-) {
+pub fn poll_eq<T: PartialEq + Debug>(what: &str, timeout: Duration, expected: T, mut observe: impl FnMut() -> T) {
     let mut last = None;
     let converged = wait_until(timeout, || {
         let value = observe();
@@ -410,10 +361,7 @@ pub fn poll_eq<T: PartialEq + Debug>(
         last = Some(value);
         done
     });
-    assert!(
-        converged,
-        "{what}: expected {expected:?} within {timeout:?}, last observed {last:?}"
-    );
+    assert!(converged, "{what}: expected {expected:?} within {timeout:?}, last observed {last:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -432,12 +380,7 @@ pub struct Frame {
 impl Frame {
     /// The frame a server push produces: ver 1, seq 0.
     pub fn push(op: i32, body: &[u8]) -> Frame {
-        Frame {
-            ver: 1,
-            op,
-            seq: 0,
-            body: body.to_vec(),
-        }
+        Frame { ver: 1, op, seq: 0, body: body.to_vec() }
     }
 }
 
@@ -456,25 +399,11 @@ impl Debug for Frame {
 
 /// Encodes one goim frame.
 pub fn encode_frame(ver: i16, op: i32, seq: i32, body: &[u8]) -> Vec<u8> {
-    encode_frame_raw(
-        (HEADER_LEN + body.len()) as i32,
-        HEADER_LEN as i16,
-        ver,
-        op,
-        seq,
-        body,
-    )
+    encode_frame_raw((HEADER_LEN + body.len()) as i32, HEADER_LEN as i16, ver, op, seq, body)
 }
 
 /// Encodes a frame with arbitrary length fields (for malformed-input tests).
-pub fn encode_frame_raw(
-    packet_len: i32,
-    header_len: i16,
-    ver: i16,
-    op: i32,
-    seq: i32,
-    body: &[u8],
-) -> Vec<u8> {
+pub fn encode_frame_raw(packet_len: i32, header_len: i16, ver: i16, op: i32, seq: i32, body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
     bytes.extend_from_slice(&packet_len.to_be_bytes());
     bytes.extend_from_slice(&header_len.to_be_bytes());
@@ -497,14 +426,7 @@ pub struct Token<'a> {
 
 /// JSON text of a `platform: "web"` token.
 pub fn token_json(mid: i64, key: &str, room_id: &str, accepts: &[i32]) -> Vec<u8> {
-    simd_json::to_vec(&Token {
-        mid,
-        key,
-        room_id,
-        platform: "web",
-        accepts,
-    })
-    .expect("serialize token")
+    simd_json::to_vec(&Token { mid, key, room_id, platform: "web", accepts }).expect("serialize token")
 }
 
 /// Outcome of waiting for bytes.
@@ -521,9 +443,7 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Fill {
     if remaining.is_zero() {
         return Fill::Timeout;
     }
-    stream
-        .set_read_timeout(Some(remaining))
-        .expect("set read timeout");
+    stream.set_read_timeout(Some(remaining)).expect("set read timeout");
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut chunk) {
@@ -533,20 +453,8 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Fill {
                 return Fill::Data;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Fill::Timeout
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Fill::Timeout,
+            Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted) => {
                 return Fill::Eof
             }
             Err(e) => panic!("read from {:?}: {e}", stream.peer_addr()),
@@ -568,11 +476,7 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).expect("set TCP_NODELAY");
-        Client {
-            stream,
-            buf: Vec::new(),
-            timeout: READ_TIMEOUT,
-        }
+        Client { stream, buf: Vec::new(), timeout: READ_TIMEOUT }
     }
 
     /// Connects and authenticates; see [`Client::authenticate`].
@@ -589,12 +493,7 @@ impl Client {
         let reply = self.read_frame();
         assert_eq!(
             reply,
-            Frame {
-                ver: 1,
-                op: op::AUTH_REPLY,
-                seq: 1,
-                body: Vec::new()
-            },
+            Frame { ver: 1, op: op::AUTH_REPLY, seq: 1, body: Vec::new() },
             "auth reply for mid {mid} key {key:?}"
         );
     }
@@ -611,9 +510,7 @@ impl Client {
 
     /// Writes raw bytes in one `write_all`.
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("write {} bytes: {e}", bytes.len()));
+        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("write {} bytes: {e}", bytes.len()));
     }
 
     /// Decodes one frame from the buffer, if a whole one is there.
@@ -629,10 +526,7 @@ impl Client {
             "server sent a frame with header length {header_len}: {:02x?}",
             &self.buf[..HEADER_LEN]
         );
-        assert!(
-            packet_len as usize >= HEADER_LEN,
-            "server sent a frame with packet length {packet_len}"
-        );
+        assert!(packet_len as usize >= HEADER_LEN, "server sent a frame with packet length {packet_len}");
         let packet_len = packet_len as usize;
         if self.buf.len() < packet_len {
             return None;
@@ -669,8 +563,7 @@ impl Client {
     /// Next frame; panics if none arrives within `self.timeout`.
     pub fn read_frame(&mut self) -> Frame {
         let timeout = self.timeout;
-        self.try_read_frame(timeout)
-            .unwrap_or_else(|| panic!("no frame within {timeout:?}"))
+        self.try_read_frame(timeout).unwrap_or_else(|| panic!("no frame within {timeout:?}"))
     }
 
     /// Asserts that nothing arrives for [`QUIET`].
@@ -691,11 +584,7 @@ impl Client {
     pub fn closed_within(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            assert!(
-                self.buf.is_empty(),
-                "expected the connection to close, got bytes {:02x?}",
-                self.buf
-            );
+            assert!(self.buf.is_empty(), "expected the connection to close, got bytes {:02x?}", self.buf);
             match fill(&mut self.stream, &mut self.buf, deadline) {
                 Fill::Eof => return true,
                 Fill::Timeout => return false,
@@ -706,10 +595,7 @@ impl Client {
 
     /// Asserts the server closes the connection (EOF or reset) within `timeout`.
     pub fn expect_eof(&mut self, timeout: Duration) {
-        assert!(
-            self.closed_within(timeout),
-            "server did not close the connection within {timeout:?}"
-        );
+        assert!(self.closed_within(timeout), "server did not close the connection within {timeout:?}");
     }
 
     /// Sends op 2 and returns the op 3 reply's online count.
@@ -724,9 +610,7 @@ impl Client {
     /// Heartbeats until the reply count equals `expected` (counts are up to
     /// online_sync_ms stale); panics with the last count after [`SYNC_TIMEOUT`].
     pub fn heartbeat_until(&mut self, expected: i32) {
-        poll_eq("heartbeat online count", SYNC_TIMEOUT, expected, || {
-            self.heartbeat()
-        });
+        poll_eq("heartbeat online count", SYNC_TIMEOUT, expected, || self.heartbeat());
     }
 
     /// Sends op `request` with `body` and asserts the reply is op `reply` echoing
@@ -734,26 +618,12 @@ impl Client {
     fn request_echo(&mut self, request: i32, reply: i32, seq: i32, body: &[u8]) {
         self.send_frame(1, request, seq, body);
         let frame = self.read_frame();
-        assert_eq!(
-            frame,
-            Frame {
-                ver: 1,
-                op: reply,
-                seq,
-                body: body.to_vec()
-            },
-            "reply to op {request}"
-        );
+        assert_eq!(frame, Frame { ver: 1, op: reply, seq, body: body.to_vec() }, "reply to op {request}");
     }
 
     /// Op 12 → op 13. `room_id` is `type://id`; empty leaves the room.
     pub fn change_room(&mut self, room_id: &str) {
-        self.request_echo(
-            op::CHANGE_ROOM,
-            op::CHANGE_ROOM_REPLY,
-            12,
-            room_id.as_bytes(),
-        );
+        self.request_echo(op::CHANGE_ROOM, op::CHANGE_ROOM_REPLY, 12, room_id.as_bytes());
     }
 
     /// Op 14 → op 15. `ops` is a comma list such as `"1000,1001"`.
@@ -792,10 +662,7 @@ impl HttpResponse {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.as_str())
+        self.headers.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
     }
 
     /// The body parsed as JSON; panics with the body text if it is not JSON.
@@ -812,33 +679,16 @@ pub fn json(text: &str) -> OwnedValue {
 
 /// Asserts HTTP 200 and a body equal (as JSON) to `{"code":0,"message":""}`.
 pub fn assert_push_ok(response: &HttpResponse, what: &str) {
-    assert_eq!(
-        response.status,
-        200,
-        "{what}: status, body {:?}",
-        response.body_str()
-    );
-    assert_eq!(
-        response.json(),
-        json(r#"{"code":0,"message":""}"#),
-        "{what}: envelope {:?}",
-        response.body_str()
-    );
+    assert_eq!(response.status, 200, "{what}: status, body {:?}", response.body_str());
+    assert_eq!(response.json(), json(r#"{"code":0,"message":""}"#), "{what}: envelope {:?}", response.body_str());
 }
 
 /// Asserts HTTP 200, code -400 and a non-empty message.
 pub fn assert_request_error(response: &HttpResponse, what: &str) {
-    assert_eq!(
-        response.status,
-        200,
-        "{what}: status, body {:?}",
-        response.body_str()
-    );
+    assert_eq!(response.status, 200, "{what}: status, body {:?}", response.body_str());
     let envelope = response.json();
     assert_eq!(envelope.get_i64("code"), Some(-400), "{what}: {envelope}");
-    let message = envelope
-        .get_str("message")
-        .unwrap_or_else(|| panic!("{what}: no message string in {envelope}"));
+    let message = envelope.get_str("message").unwrap_or_else(|| panic!("{what}: no message string in {envelope}"));
     assert!(!message.is_empty(), "{what}: empty message in {envelope}");
 }
 
@@ -857,12 +707,7 @@ pub fn percent_encode(text: &str) -> String {
 
 /// Builds a request with `Content-Length`; `extra_headers` are full header lines
 /// without CRLF.
-pub fn build_request(
-    method: &str,
-    path_and_query: &str,
-    extra_headers: &[&str],
-    body: &[u8],
-) -> Vec<u8> {
+pub fn build_request(method: &str, path_and_query: &str, extra_headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut head = format!("{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for line in extra_headers {
         head.push_str(line);
@@ -884,17 +729,12 @@ impl HttpConn {
     pub fn connect(addr: SocketAddr) -> HttpConn {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).expect("set TCP_NODELAY");
-        HttpConn {
-            stream,
-            buf: Vec::new(),
-        }
+        HttpConn { stream, buf: Vec::new() }
     }
 
     /// Writes raw bytes in one `write_all`.
     pub fn write(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("HTTP write: {e}"));
+        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("HTTP write: {e}"));
     }
 
     /// Reads the next response (a 1xx interim response counts as one, without a
@@ -922,44 +762,30 @@ impl HttpConn {
         let status_line = lines.next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
-        assert!(
-            version.starts_with("HTTP/1."),
-            "bad status line {status_line:?}"
-        );
+        assert!(version.starts_with("HTTP/1."), "bad status line {status_line:?}");
         let status: u16 = parts
             .next()
             .and_then(|code| code.parse().ok())
             .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
         let headers: Vec<(String, String)> = lines
             .map(|line| {
-                let (name, value) = line
-                    .split_once(':')
-                    .unwrap_or_else(|| panic!("bad header line {line:?}"));
+                let (name, value) = line.split_once(':').unwrap_or_else(|| panic!("bad header line {line:?}"));
                 (name.trim().to_ascii_lowercase(), value.trim().to_string())
             })
             .collect();
         self.buf.drain(..head_end + 4);
 
-        let mut response = HttpResponse {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let mut response = HttpResponse { status, headers, body: Vec::new() };
         if (100..200).contains(&status) {
             return response;
         }
         match response.header("content-length") {
             Some(length) => {
-                let length: usize = length
-                    .parse()
-                    .unwrap_or_else(|e| panic!("bad Content-Length {length:?}: {e}"));
+                let length: usize = length.parse().unwrap_or_else(|e| panic!("bad Content-Length {length:?}: {e}"));
                 while self.buf.len() < length {
                     match fill(&mut self.stream, &mut self.buf, deadline) {
                         Fill::Data => {}
-                        _ => panic!(
-                            "response body cut short: {} of {length} bytes",
-                            self.buf.len()
-                        ),
+                        _ => panic!("response body cut short: {} of {length} bytes", self.buf.len()),
                     }
                 }
                 response.body = self.buf.drain(..length).collect();
@@ -996,35 +822,18 @@ impl HttpConn {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// One request on a fresh connection with `Connection: close`.
-pub fn http_request_full(
-    addr: SocketAddr,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> HttpResponse {
+pub fn http_request_full(addr: SocketAddr, method: &str, path_and_query: &str, body: &[u8]) -> HttpResponse {
     let mut conn = HttpConn::connect(addr);
-    conn.write(&build_request(
-        method,
-        path_and_query,
-        &["Connection: close"],
-        body,
-    ));
+    conn.write(&build_request(method, path_and_query, &["Connection: close"], body));
     conn.read_response()
 }
 
 /// One request on a fresh connection: `(status, body)`.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> (u16, String) {
+pub fn http_request(addr: SocketAddr, method: &str, path_and_query: &str, body: &[u8]) -> (u16, String) {
     let response = http_request_full(addr, method, path_and_query, body);
     (response.status, response.body_str())
 }

@@ -1,0 +1,110 @@
+//! Counters and their Prometheus text exposition (`GET /metrics`).
+//!
+//! Owns: the counter set of a shard. Each shard counts in plain integers
+//! (only it writes them) and ships a copy to the others with its online
+//! report, so any shard can answer a scrape; figures of other shards are at
+//! most `online_sync_ms` old. Must never: be incremented per frame inside a
+//! loop when a total can be added once.
+
+use crate::shard::close::CloseReason;
+use std::fmt::Write;
+
+/// Counters of one shard.
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    /// Client connections accepted.
+    pub accepted: u64,
+    /// Client connections refused at `connections_per_shard_max`.
+    pub refused_full: u64,
+    /// Client connections closed, by reason.
+    pub closed: [u64; CloseReason::ALL.len()],
+    /// Messages dropped at the outbound bound (policy "drop").
+    pub dropped_messages: u64,
+    /// Pushed frames queued to client connections.
+    pub frames_queued: u64,
+    /// `sendmsg` calls made by the flusher.
+    pub writes: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, other: &Stats) {
+        self.accepted += other.accepted;
+        self.refused_full += other.refused_full;
+        for (total, count) in self.closed.iter_mut().zip(other.closed.iter()) {
+            *total += count;
+        }
+        self.dropped_messages += other.dropped_messages;
+        self.frames_queued += other.frames_queued;
+        self.writes += other.writes;
+    }
+}
+
+/// Gauges read at scrape time.
+pub struct Gauges {
+    pub connections: u64,
+    pub client_ips: u64,
+    pub rooms: u64,
+    pub shards: u64,
+}
+
+/// Renders the Prometheus text format.
+pub fn render(stats: &Stats, gauges: &Gauges) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    };
+    metric("corecast_connections", "gauge", "Client connections open.", gauges.connections);
+    metric("corecast_client_ips", "gauge", "Distinct client IP addresses connected.", gauges.client_ips);
+    metric("corecast_rooms", "gauge", "Rooms with at least one member.", gauges.rooms);
+    metric("corecast_shards", "gauge", "Shards (pinned executors).", gauges.shards);
+    metric("corecast_connections_accepted_total", "counter", "Client connections accepted.", stats.accepted);
+    metric(
+        "corecast_connections_refused_total",
+        "counter",
+        "Client connections refused at connections_per_shard_max.",
+        stats.refused_full,
+    );
+    metric(
+        "corecast_messages_dropped_total",
+        "counter",
+        "Messages dropped at outbound_bytes_per_connection_max (policy drop).",
+        stats.dropped_messages,
+    );
+    metric(
+        "corecast_frames_queued_total",
+        "counter",
+        "Pushed frames queued to client connections.",
+        stats.frames_queued,
+    );
+    metric("corecast_writes_total", "counter", "Coalesced socket writes by the flushers.", stats.writes);
+    out.push_str("# HELP corecast_connections_closed_total Client connections closed, by reason.\n");
+    out.push_str("# TYPE corecast_connections_closed_total counter\n");
+    for reason in CloseReason::ALL {
+        let _ = writeln!(
+            out,
+            "corecast_connections_closed_total{{reason=\"{}\"}} {}",
+            reason.name(),
+            stats.closed[reason.index()]
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter_and_sums_shards() {
+        let mut total = Stats::default();
+        let mut one = Stats { accepted: 2, writes: 5, ..Stats::default() };
+        one.closed[CloseReason::SlowConsumer.index()] = 1;
+        total.add(&one);
+        total.add(&one);
+        let text = render(&total, &Gauges { connections: 3, client_ips: 1, rooms: 2, shards: 2 });
+        assert!(text.contains("corecast_connections 3\n"));
+        assert!(text.contains("corecast_connections_accepted_total 4\n"));
+        assert!(text.contains("corecast_writes_total 10\n"));
+        assert!(text.contains("corecast_connections_closed_total{reason=\"slow_consumer\"} 2\n"));
+    }
+}

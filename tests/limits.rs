@@ -1,0 +1,203 @@
+//! Limits and what happens at them: the outbound bound (close or drop), the
+//! connection limit, the per-request target limit, and /metrics counting it all.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BODY_BYTES: usize = 4000;
+const PUSHES: usize = 2000;
+
+/// A client whose kernel receive buffer is tiny and that never reads: the
+/// server's queue for it fills up.
+fn stalled_client(addr: SocketAddr, key: &str) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    use std::io::Write;
+    stream.write_all(&encode_frame(1, op::AUTH, 1, &token_json(0, key, "live://slow", &[1000]))).expect("auth");
+    let mut reply = [0u8; HEADER_LEN];
+    stream.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+    stream.read_exact(&mut reply).expect("auth reply");
+    assert_eq!(&reply[8..12], &op::AUTH_REPLY.to_be_bytes(), "auth reply op");
+    stream
+}
+
+/// Pushes `PUSHES` numbered room messages over one pipelined connection.
+fn push_numbered(server: &Server) {
+    let mut conn = HttpConn::connect(server.http);
+    for batch in (0..PUSHES).collect::<Vec<_>>().chunks(50) {
+        let mut bytes = Vec::new();
+        for n in batch {
+            let mut body = vec![b'.'; BODY_BYTES];
+            body[..8].copy_from_slice(&(*n as u64).to_be_bytes());
+            bytes.extend(build_request("POST", "/goim/push/room?operation=1000&type=live&room=slow", &[], &body));
+        }
+        conn.write(&bytes);
+        for _ in batch {
+            assert_push_ok(&conn.read_response(), "room push");
+        }
+    }
+}
+
+/// Reads frames until EOF or `quiet` without data; returns the message numbers.
+fn drain(stream: &mut TcpStream, quiet: Duration) -> (Vec<u64>, bool) {
+    stream.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let eof = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let mut numbers = Vec::new();
+    let mut pos = 0;
+    while pos + HEADER_LEN <= buf.len() {
+        let len = i32::from_be_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
+        if pos + len > buf.len() {
+            break;
+        }
+        let op = i32::from_be_bytes(buf[pos + 8..pos + 12].try_into().unwrap());
+        if op == 1000 {
+            numbers.push(u64::from_be_bytes(buf[pos + 16..pos + 24].try_into().unwrap()));
+        }
+        pos += len;
+    }
+    (numbers, eof)
+}
+
+fn metric(server: &Server, name: &str) -> u64 {
+    let text = server.http("GET", "/metrics", b"").body_str();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+        .trim()
+        .parse()
+        .expect("metric value")
+}
+
+fn wait_metric(server: &Server, name: &str, at_least: u64) -> u64 {
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let value = metric(server, name);
+        if value >= at_least || Instant::now() > deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_slow_consumer_is_closed_and_counted_while_others_get_everything() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "outbound_bytes_per_connection_max", 65536);
+    let server = Server::start_with(&config);
+    let mut slow = stalled_client(server.tcp, "slow");
+    let mut fast = Client::auth(server.tcp, 0, "fast", "live://slow", &[1000]);
+    let reader = thread::spawn(move || {
+        let mut numbers = Vec::new();
+        while numbers.len() < PUSHES {
+            match fast.try_read_frame(Duration::from_secs(10)) {
+                Some(frame) => numbers.push(u64::from_be_bytes(frame.body[..8].try_into().unwrap())),
+                None => break,
+            }
+        }
+        numbers
+    });
+    push_numbered(&server);
+    let fast_numbers = reader.join().expect("reader thread");
+    assert_eq!(fast_numbers, (0..PUSHES as u64).collect::<Vec<_>>(), "the fast member gets every push in order");
+    let (slow_numbers, eof) = drain(&mut slow, Duration::from_secs(5));
+    assert!(eof, "the slow consumer must be closed");
+    assert!(slow_numbers.len() < PUSHES, "the slow consumer cannot have received everything");
+    assert_eq!(slow_numbers, (0..slow_numbers.len() as u64).collect::<Vec<_>>(), "what it got is a prefix, in order");
+    assert_eq!(wait_metric(&server, "corecast_connections_closed_total{reason=\"slow_consumer\"}", 1), 1);
+}
+
+#[test]
+fn with_the_drop_policy_a_slow_consumer_stays_and_every_drop_is_counted() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "outbound_bytes_per_connection_max", 65536);
+    config.set("limits", "slow_consumer_policy", "drop");
+    config.set("protocol", "heartbeat_s", 30);
+    let server = Server::start_with(&config);
+    let mut slow = stalled_client(server.tcp, "slow");
+    push_numbered(&server);
+    // Counters of other shards arrive every online_sync_ms: wait until the total settles.
+    let mut dropped = wait_metric(&server, "corecast_messages_dropped_total", 1);
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let again = metric(&server, "corecast_messages_dropped_total");
+        if again == dropped {
+            break;
+        }
+        dropped = again;
+    }
+    assert!(dropped > 0, "some messages must have been dropped");
+    let (numbers, eof) = drain(&mut slow, Duration::from_secs(1));
+    assert!(!eof, "the drop policy keeps the connection open");
+    assert_eq!(
+        numbers.len() as u64 + dropped,
+        PUSHES as u64,
+        "every push is either delivered or counted as dropped (got {} delivered, {dropped} dropped)",
+        numbers.len()
+    );
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "delivered messages stay in order");
+    // The connection still works: a heartbeat gets its reply.
+    use std::io::Write;
+    slow.write_all(&encode_frame(1, op::HEARTBEAT, 9, b"")).expect("heartbeat");
+    let mut reply = [0u8; HEADER_LEN + 4];
+    slow.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+    slow.read_exact(&mut reply).expect("heartbeat reply");
+    assert_eq!(&reply[8..12], &op::HEARTBEAT_REPLY.to_be_bytes());
+    assert_eq!(metric(&server, "corecast_connections_closed_total{reason=\"slow_consumer\"}"), 0);
+}
+
+#[test]
+fn connections_past_the_shard_limit_are_refused_and_counted() {
+    let mut config = ServerConfig::default();
+    config.set("server", "shards", 1);
+    config.set("limits", "connections_per_shard_max", 2);
+    let server = Server::start_with(&config);
+    let _first = Client::auth(server.tcp, 1, "a", "", &[]);
+    let _second = Client::auth(server.tcp, 2, "b", "", &[]);
+    let mut third = Client::connect(server.tcp);
+    third.expect_eof(READ_TIMEOUT);
+    assert_eq!(wait_metric(&server, "corecast_connections_refused_total", 1), 1);
+    assert_eq!(metric(&server, "corecast_connections"), 2);
+}
+
+#[test]
+fn too_many_targets_in_one_request_is_a_request_error() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "request_targets_max", 3);
+    let server = Server::start_with(&config);
+    let ok = server.http("POST", "/goim/push/keys?operation=1000&keys=a&keys=b&keys=c", b"x");
+    assert_push_ok(&ok, "three keys");
+    let too_many = server.http("POST", "/goim/push/keys?operation=1000&keys=a&keys=b&keys=c&keys=d", b"x");
+    assert_request_error(&too_many, "four keys");
+    let too_many_mids = server.http("POST", "/goim/push/mids?operation=1000&mids=1&mids=2&mids=3&mids=4", b"x");
+    assert_request_error(&too_many_mids, "four mids");
+}
+
+#[test]
+fn metrics_count_connections_closes_and_queued_frames() {
+    let server = Server::start();
+    let mut member = Client::auth(server.tcp, 5, "m", "live://9", &[1000]);
+    server.push_room(1000, "live", "9", b"hello");
+    member.expect_push(1000, b"hello");
+    let gone = Client::auth(server.tcp, 6, "g", "", &[]);
+    gone.close();
+    assert!(wait_metric(&server, "corecast_connections_closed_total{reason=\"client_closed\"}", 1) >= 1);
+    assert!(wait_metric(&server, "corecast_frames_queued_total", 1) >= 1);
+    assert!(wait_metric(&server, "corecast_connections_accepted_total", 2) >= 2);
+    poll_eq("connections", SYNC_TIMEOUT, 1, || metric(&server, "corecast_connections"));
+}
