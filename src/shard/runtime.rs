@@ -26,6 +26,8 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 /// How often a shard looks at the shutdown flag and the timer wheel.
 const TICK_MS: u64 = super::wheel::TICK_MS;
+/// Open files a host needs for the design load of a million connections.
+const FILES_FOR_A_MILLION: u64 = 1_000_000 + 10_000;
 /// Open files kept back for listeners, the ring, logs and the API.
 const FILES_RESERVED: u64 = 64;
 
@@ -99,9 +101,14 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
         0 => (ceiling.saturating_sub(FILES_RESERVED + 8 * shards as u64) / shards as u64).max(1) as usize,
         n => n,
     };
-    crate::log_info!("open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each");
-    if ceiling < 1_000_000 {
-        crate::log_info!("1,000,000 connections need RLIMIT_NOFILE above 1,000,000 (see README)");
+    if ceiling < FILES_FOR_A_MILLION {
+        // A capacity warning, once: the host is not set up for the design load.
+        crate::log_warn!(
+            "open-file ceiling {ceiling}: at most {conns_max} client connections on each of {shards} shards \
+             (1,000,000 connections need RLIMIT_NOFILE above {FILES_FOR_A_MILLION}; see README)"
+        );
+    } else {
+        crate::log_info!("open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each");
     }
     let (tcp, tcp_fds) = listeners(Config::parse_addr(&config.tcp.bind)?, shards)?;
     let (http, http_fds) = listeners(Config::parse_addr(&config.http.bind)?, shards)?;
