@@ -142,6 +142,13 @@ fn answer_complete_requests(
     if input.is_empty() && input.capacity() > 64 * 1024 {
         *input = Vec::new();
     }
+    // An incomplete request may hold at most one head and one body, plus
+    // chunk framing; anything beyond (endless trailers, tiny chunks) is refused.
+    let input_max = limits.request_header_bytes_max + 2 * limits.request_body_bytes_max + 64 * 1024;
+    if matches!(next, Next::ReadMore) && input.len() > input_max {
+        refuse(output, HttpError::BodyTooLarge);
+        return Next::Close;
+    }
     next
 }
 
