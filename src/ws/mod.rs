@@ -1,0 +1,23 @@
+//! The WebSocket wire format (RFC 6455, version 13) and its HTTP upgrade
+//! handshake, sans-IO: bytes in, events and bytes out. No sockets, no clock,
+//! no glommio here, so every rule is unit-tested on plain slices.
+//!
+//! Owns: parsing and answering the `GET /sub` upgrade (`handshake`), and
+//! decoding client frames / encoding server frames (`frame`), as goim
+//! clients expect (goim-compat.md sections 1, 3 and 4): binary messages each
+//! carrying goim frames, ping answered by pong, close ending the connection,
+//! no subprotocol and no extension.
+//!
+//! Must never: allocate from a length read off the wire before checking it
+//! against the configured limit, or panic on any input. Every refusal is a
+//! value (`handshake::Refusal`, `frame::CloseCode`) that the connection loop
+//! turns into a response and a close.
+//!
+//! Data flow on a connection: `handshake::parse_upgrade` on the first bytes
+//! → `handshake::switching_protocols` (or `Refusal::response` and close) →
+//! `frame::Decoder::decode` on the bytes after `Upgrade::head_bytes`, one
+//! frame per call → goim frames out of each binary message; server pushes go
+//! out through `frame::encode_header` + payload.
+
+pub mod frame;
+pub mod handshake;
