@@ -24,6 +24,8 @@ pub struct Plan {
     pub heartbeat_s: u64,
     pub window: usize,
     pub rcvbuf: usize,
+    /// Receivers poll without sleeping (epoll_wait with timeout 0).
+    pub busy_poll: bool,
     /// After sending stops: how long to wait for members to get everything.
     pub wait_ns: u64,
     pub settle_ms: u64,
@@ -67,6 +69,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         push_op: plan.pubs.op,
         accepts: format!("[{}]", plan.pubs.op),
         rcvbuf: plan.rcvbuf,
+        busy_poll: plan.busy_poll,
     };
     let shared = Arc::new(Shared::default());
     // Member i goes to thread i % threads, in room (i % rooms) + 1.

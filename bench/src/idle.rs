@@ -75,6 +75,7 @@ impl Pool {
             push_op: 1000,
             accepts: "[1000]".into(),
             rcvbuf: 0,
+            busy_poll: false,
         };
         let shared = Arc::new(Shared::default());
         let handle = members::spawn(specs, cfg, shared.clone());

@@ -34,7 +34,7 @@ idle        hold N authenticated, heartbeating connections (scenario 1)
 fanout      room pushes to members (scenarios 2, 3, 4)
   --members-per-room C (1000)  --rooms R (1)  --rate PUSHES_PER_S (0 = saturate)
   --publishers P (8)  --pipeline N (16)  --batch  --duration-s S (10)  --body-bytes B (64)
-  --recv-threads T (1)  --wait-s S (5)  --settle-ms MS (300)  --rcvbuf BYTES (0 = kernel)
+  --recv-threads T (1)  --wait-s S (5)  --settle-ms MS (300)  --rcvbuf BYTES (0 = kernel)  --busy-poll
 
 api         push API request rate with one member receiving (scenario 5)
   --endpoint keys|mids|room (room)  --conns N (64)  --pipeline N (1; N requests per write)
@@ -163,6 +163,7 @@ fn plan(
         heartbeat_s: c.heartbeat_s,
         window: c.window,
         rcvbuf: a.get("rcvbuf", 0)?,
+        busy_poll: a.flag("busy-poll"),
         wait_ns: (a.get("wait-s", default_wait_s)? * 1e9) as u64,
         settle_ms: a.get("settle-ms", 300)?,
         server_pid: c.server_pid,

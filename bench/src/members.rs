@@ -42,6 +42,9 @@ pub struct PoolConfig {
     pub accepts: String,
     /// SO_RCVBUF for member sockets, 0 = kernel default (autotuned).
     pub rcvbuf: usize,
+    /// Poll without sleeping: a receiver that never sleeps is never woken,
+    /// which takes the wake-up cost off the server's sends on loopback.
+    pub busy_poll: bool,
 }
 
 pub struct MemberSpec {
@@ -247,6 +250,9 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
             let now = sys::now_ns();
             let ms = (due.saturating_sub(now) / 1_000_000) as i32 + 1;
             timeout = timeout.min(ms);
+        }
+        if cfg.busy_poll {
+            timeout = 0;
         }
         let k = ep.wait(&mut events, timeout);
         for &ev in events.iter().take(k) {

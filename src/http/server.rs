@@ -58,6 +58,9 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             return;
         }
         shard.outgoing.wait_drained().await;
+        // Reads and writes that complete at once do not yield: give the
+        // flusher (and other connections) a turn between request batches.
+        futures_lite::future::yield_now().await;
         let read = futures_lite::future::or(async { read_into(&mut stream, &mut input).await.ok() }, async {
             glommio::timer::sleep(idle).await;
             None

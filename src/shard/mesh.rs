@@ -167,6 +167,9 @@ pub fn spawn_receivers(mut receivers: Receivers<Batch>, apply: Rc<dyn Fn(ShardMs
                 for msg in batch {
                     apply(msg);
                 }
+                // `recv` does not yield while batches are waiting: give the
+                // flusher its pass, or outboxes would grow without a write.
+                futures_lite::future::yield_now().await;
             }
         })
         .detach();
