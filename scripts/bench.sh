@@ -226,6 +226,15 @@ run latency latency-c1000-r100 1 fanout --members-per-room 1000 --rooms 1 --rate
     --duration-s "$DUR" --heartbeat-s "$HB"
 run latency latency-c100-r1000 1 fanout --members-per-room 100 --rooms 1 --rate 1000 --publishers 1 \
     --duration-s "$DUR" --heartbeat-s "$HB"
+# The same spread over two shards (the way to the bar), the generator
+# with two receiving threads; and one shard with a generator whose receivers
+# never sleep (a receiver's wake-up is part of each loopback send's cost).
+run latency latency-c1000-r100-s2 2 fanout --members-per-room 1000 --rooms 1 --rate 100 --publishers 1 \
+    --recv-threads 2 --duration-s "$DUR" --heartbeat-s "$HB"
+run latency latency-c100-r1000-s2 2 fanout --members-per-room 100 --rooms 1 --rate 1000 --publishers 1 \
+    --recv-threads 2 --duration-s "$DUR" --heartbeat-s "$HB"
+run latency latency-c1000-r100-busypoll 1 fanout --members-per-room 1000 --rooms 1 --rate 100 --publishers 1 \
+    --busy-poll --duration-s "$DUR" --heartbeat-s "$HB"
 
 # 4. Many rooms.
 run rooms rooms-100x100 1 fanout --members-per-room 100 --rooms 100 --publishers 8 --pipeline 16 \
