@@ -63,6 +63,23 @@ impl Default for HttpSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct WsSection {
+    /// WebSocket listener (goim: 3102); empty = no WebSocket.
+    pub bind: String,
+    /// The upgrade path (goim: /sub).
+    pub path: String,
+    /// Origins allowed to connect from a browser; empty = every origin.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WsSection {
+    fn default() -> Self {
+        WsSection { bind: "0.0.0.0:3102".into(), path: "/sub".into(), allowed_origins: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProtocolSection {
     pub handshake_timeout_ms: u64,
     pub heartbeat_s: u64,
@@ -157,6 +174,7 @@ pub struct Config {
     pub server: ServerSection,
     pub tcp: TcpSection,
     pub http: HttpSection,
+    pub ws: WsSection,
     pub protocol: ProtocolSection,
     pub limits: LimitsSection,
     pub node: NodeSection,
@@ -213,6 +231,10 @@ impl Config {
         check(self.protocol.handshake_timeout_ms >= 1, "protocol.handshake_timeout_ms must be at least 1")?;
         Self::parse_addr(&self.tcp.bind)?;
         Self::parse_addr(&self.http.bind)?;
+        if !self.ws.bind.is_empty() {
+            Self::parse_addr(&self.ws.bind)?;
+        }
+        check(self.ws.path.starts_with('/'), "ws.path must start with /")?;
         crate::log::Level::parse(&self.server.log_level)
             .ok_or_else(|| format!("bad config: unknown log level {:?}", self.server.log_level))?;
         Ok(())

@@ -13,7 +13,8 @@ pub const REQUEST_ERROR: i32 = -400;
 pub fn write(out: &mut Vec<u8>, status: u16, reason: &str, content_type: &str, body: &[u8], close: bool) {
     let connection = if close { "close" } else { "keep-alive" };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Access-Control-Allow-Origin: *\r\nConnection: {connection}\r\n\r\n",
         body.len()
     );
     out.extend_from_slice(head.as_bytes());

@@ -21,10 +21,12 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error other than the peer closing.
     IoError,
+    /// A WebSocket upgrade request was refused (bad path, version, key, origin).
+    BadHandshake,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::ClientClosed,
         CloseReason::HandshakeTimeout,
         CloseReason::BadFrame,
@@ -34,6 +36,7 @@ impl CloseReason {
         CloseReason::Replaced,
         CloseReason::Shutdown,
         CloseReason::IoError,
+        CloseReason::BadHandshake,
     ];
 
     pub fn index(self) -> usize {
@@ -51,6 +54,7 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
+            CloseReason::BadHandshake => "bad_handshake",
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Session {
     /// The tail of a frame that has not fully arrived; `None` almost always,
     /// so an idle connection holds no read buffer.
     pub partial: Option<Box<Partial>>,
+    /// WebSocket state for connections on the WebSocket port; `None` on TCP.
+    pub ws: Option<Box<super::websocket::WsState>>,
 }
 
 impl Session {
@@ -84,6 +86,7 @@ impl Session {
             close_reason: None,
             deadline_tick,
             partial: None,
+            ws: None,
         }
     }
 }

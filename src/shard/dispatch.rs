@@ -11,6 +11,7 @@ use super::close::CloseReason;
 use super::conns::ConnRef;
 use super::directory::owner_of;
 use super::mesh::ShardMsg;
+use super::websocket::Payload;
 use super::Shard;
 use bytes::Bytes;
 use std::rc::Rc;
@@ -103,12 +104,12 @@ impl Shard {
     }
 
     fn deliver_conns(&self, conns: &[ConnRef], op: i32, frame: Bytes) {
-        let chunk = Rc::new(frame);
+        let payload = Payload::new(Rc::new(frame), 1);
         let mut state = self.state.borrow_mut();
         let mut delivered = 0;
         for conn in conns {
             let accepts = state.conns.get(*conn).is_some_and(|s| s.accepts.binary_search(&op).is_ok());
-            if accepts && self.enqueue(&mut state, *conn, chunk.clone(), 1) {
+            if accepts && self.enqueue_payload(&mut state, *conn, &payload) {
                 delivered += 1;
             }
         }
@@ -124,10 +125,10 @@ impl Shard {
     }
 
     fn deliver_all(&self, op: i32, frame: Bytes, conns_per_s: u32) {
-        let chunk = Rc::new(frame);
+        let payload = Payload::new(Rc::new(frame), 1);
         if conns_per_s == 0 {
             let slots = self.state.borrow().conns.slot_count();
-            self.deliver_all_slots(op, &chunk, 0, slots);
+            self.deliver_all_slots(op, &payload, 0, slots);
             return;
         }
         // A throttled walk: about `conns_per_s` slots a second, in steps.
@@ -142,7 +143,7 @@ impl Shard {
                     return;
                 }
                 let end = next.saturating_add(step).min(slots);
-                shard.deliver_all_slots(op, &chunk, next, end);
+                shard.deliver_all_slots(op, &payload, next, end);
                 next = end;
                 glommio::timer::sleep(Duration::from_millis(step_ms)).await;
             }
@@ -150,12 +151,12 @@ impl Shard {
         .detach();
     }
 
-    fn deliver_all_slots(&self, op: i32, chunk: &super::outbox::Chunk, from: u32, to: u32) {
+    fn deliver_all_slots(&self, op: i32, payload: &Payload, from: u32, to: u32) {
         let mut state = self.state.borrow_mut();
         let mut delivered = 0;
         for slot in from..to {
             let Some((conn, session)) = state.conns.by_slot_mut(slot) else { continue };
-            if session.accepts.binary_search(&op).is_ok() && self.enqueue(&mut state, conn, chunk.clone(), 1) {
+            if session.accepts.binary_search(&op).is_ok() && self.enqueue_payload(&mut state, conn, payload) {
                 delivered += 1;
             }
         }

@@ -11,7 +11,8 @@
 
 use super::close::CloseReason;
 use super::conns::Session;
-use super::outbox::{Chunk, IOVECS_PER_WRITE_MAX};
+use super::outbox::IOVECS_PER_WRITE_MAX;
+use super::websocket::Payload;
 use super::Shard;
 use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
@@ -35,16 +36,17 @@ impl Shard {
         {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            let mut room_batches: Vec<(Chunk, u64, Vec<u32>)> = Vec::new();
+            let mut room_batches: Vec<(Payload, Vec<u32>)> = Vec::new();
             state.rooms.take_pending(|frames, members| {
-                room_batches.push((Rc::new(concat(frames)), frames.len() as u64, members.to_vec()));
+                let payload = Payload::new(Rc::new(concat(frames)), frames.len() as u64);
+                room_batches.push((payload, members.to_vec()));
             });
             let mut frames_queued = 0;
-            for (chunk, frames, members) in room_batches {
+            for (payload, members) in room_batches {
                 for slot in members {
                     let Some((conn, _)) = state.conns.by_slot_mut(slot) else { continue };
-                    if self.enqueue(state, conn, chunk.clone(), frames) {
-                        frames_queued += frames;
+                    if self.enqueue_payload(state, conn, &payload) {
+                        frames_queued += payload.frames;
                     }
                 }
             }

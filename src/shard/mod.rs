@@ -23,6 +23,7 @@ pub mod room;
 pub mod runtime;
 pub mod session;
 pub mod signal;
+pub mod websocket;
 pub mod wheel;
 
 use crate::config::{Config, SlowConsumerPolicy};
@@ -41,7 +42,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
+use websocket::Payload;
 use wheel::Wheel;
+
+/// What `Shard::enqueue` is given.
+enum Queueable<'a> {
+    Reply(Bytes),
+    Payload(&'a Payload),
+    Raw(Chunk),
+}
 
 /// Everything mutable a shard owns.
 pub struct State {
@@ -211,17 +220,40 @@ impl Shard {
         z ^ (z >> 31)
     }
 
-    /// Queues `chunk` (holding `frames` frames) for `conn` and schedules a
-    /// flush. At the outbound bound the slow-consumer policy decides: close
-    /// the connection, or drop the chunk (all its frames counted as dropped).
-    /// Returns whether the chunk was queued.
-    pub fn enqueue(&self, state: &mut State, conn: ConnRef, chunk: Chunk, frames: u64) -> bool {
+    /// Queues a reply (one goim frame) for `conn`.
+    pub fn enqueue_reply(&self, state: &mut State, conn: ConnRef, reply: Bytes) -> bool {
+        self.enqueue(state, conn, Queueable::Reply(reply))
+    }
+
+    /// Queues a push for `conn`: TCP clients get the frames as they are,
+    /// WebSocket clients the op-9 message built once for every member.
+    pub fn enqueue_payload(&self, state: &mut State, conn: ConnRef, payload: &Payload) -> bool {
+        self.enqueue(state, conn, Queueable::Payload(payload))
+    }
+
+    /// Queues bytes that go out as they are (WebSocket control frames).
+    pub fn enqueue_raw(&self, state: &mut State, conn: ConnRef, bytes: Chunk) -> bool {
+        self.enqueue(state, conn, Queueable::Raw(bytes))
+    }
+
+    /// Queues for `conn` and schedules a flush. At the outbound bound the
+    /// slow-consumer policy decides: close the connection, or drop the chunk
+    /// (all its frames counted as dropped). Returns whether it was queued.
+    fn enqueue(&self, state: &mut State, conn: ConnRef, queueable: Queueable<'_>) -> bool {
         let Some(session) = state.conns.get_mut(conn) else {
             return false;
         };
         if session.close_reason.is_some() {
             return false;
         }
+        let ws = session.ws.is_some();
+        let (chunk, frames) = match queueable {
+            Queueable::Reply(reply) if ws => (Rc::new(websocket::reply_message(&reply)), 1),
+            Queueable::Reply(reply) => (Rc::new(reply), 1),
+            Queueable::Payload(payload) if ws => (payload.for_ws(), payload.frames),
+            Queueable::Payload(payload) => (payload.tcp.clone(), payload.frames),
+            Queueable::Raw(bytes) => (bytes, 0),
+        };
         let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
         match session.outbox.push(chunk, bytes_max) {
             Queued::Ok => {

@@ -31,8 +31,19 @@ const ACCEPTS_PER_PASS_MAX: usize = 256;
 const READS_PER_EVENT_MAX: usize = 4;
 /// A blocking wait returns after this long so shutdown is noticed.
 const WAIT_TIMEOUT_MS: i32 = 200;
-/// The epoll token of the listener (connections use slot and generation).
-const LISTENER_TOKEN: u64 = u64::MAX;
+/// The epoll tokens of the listeners (connections use slot and generation;
+/// a generation never reaches these values before wrapping a u32 slot).
+const TCP_LISTENER_TOKEN: u64 = u64::MAX;
+const WS_LISTENER_TOKEN: u64 = u64::MAX - 1;
+
+/// The client listeners of one shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Listeners {
+    /// goim over TCP.
+    pub tcp: RawFd,
+    /// goim over WebSocket, when configured.
+    pub ws: Option<RawFd>,
+}
 
 fn token(conn: ConnRef) -> u64 {
     (conn.generation as u64) << 32 | conn.slot as u64
@@ -42,17 +53,24 @@ fn conn_of(shard: &Shard, token: u64) -> ConnRef {
     ConnRef { shard: shard.id as u16, slot: token as u32, generation: (token >> 32) as u32 }
 }
 
-/// Creates the shard's epoll set with the client listener in it.
-pub fn create(listener_fd: RawFd) -> std::io::Result<RawFd> {
+/// Creates the shard's epoll set with the client listeners in it.
+pub fn create(listeners: Listeners) -> std::io::Result<RawFd> {
     // SAFETY: plain syscalls on fds this shard owns.
     unsafe {
         let epoll_fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
         if epoll_fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: LISTENER_TOKEN };
-        if libc::epoll_ctl(epoll_fd, libc::EPOLL_CTL_ADD, listener_fd, &mut event) < 0 {
-            return Err(std::io::Error::last_os_error());
+        let add = |fd: RawFd, token: u64| {
+            let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+            if libc::epoll_ctl(epoll_fd, libc::EPOLL_CTL_ADD, fd, &mut event) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        add(listeners.tcp, TCP_LISTENER_TOKEN)?;
+        if let Some(ws) = listeners.ws {
+            add(ws, WS_LISTENER_TOKEN)?;
         }
         Ok(epoll_fd)
     }
@@ -70,14 +88,14 @@ pub fn watch(shard: &Shard, fd: RawFd, conn: ConnRef, writable: bool, op: libc::
 }
 
 /// Serves the listener and every client socket of `shard` until shutdown.
-pub async fn run(shard: Rc<Shard>, listener_fd: RawFd) {
+pub async fn run(shard: Rc<Shard>, listeners: Listeners) {
     let epoll_fd = shard.epoll_fd.get();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
     while !shard.stopping.get() {
         // SAFETY: `events` has room for EVENTS_MAX entries.
         let ready = unsafe { libc::epoll_wait(epoll_fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
         if ready > 0 {
-            handle(&shard, listener_fd, &events[..ready as usize]);
+            handle(&shard, listeners, &events[..ready as usize]);
             shard.reap();
             futures_lite::future::yield_now().await;
             continue;
@@ -95,7 +113,7 @@ pub async fn run(shard: Rc<Shard>, listener_fd: RawFd) {
             .await;
         events = buffer;
         if ready > 0 && !shard.stopping.get() {
-            handle(&shard, listener_fd, &events[..ready as usize]);
+            handle(&shard, listeners, &events[..ready as usize]);
             shard.reap();
         } else if ready < 0 {
             glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -103,11 +121,17 @@ pub async fn run(shard: Rc<Shard>, listener_fd: RawFd) {
     }
 }
 
-fn handle(shard: &Shard, listener_fd: RawFd, events: &[libc::epoll_event]) {
+fn handle(shard: &Shard, listeners: Listeners, events: &[libc::epoll_event]) {
     for event in events {
         let token = event.u64;
-        if token == LISTENER_TOKEN {
-            accept(shard, listener_fd);
+        if token == TCP_LISTENER_TOKEN {
+            accept(shard, listeners.tcp, false);
+            continue;
+        }
+        if token == WS_LISTENER_TOKEN {
+            if let Some(ws) = listeners.ws {
+                accept(shard, ws, true);
+            }
             continue;
         }
         let conn = conn_of(shard, token);
@@ -123,7 +147,7 @@ fn handle(shard: &Shard, listener_fd: RawFd, events: &[libc::epoll_event]) {
 
 /// Accepts up to `ACCEPTS_PER_PASS_MAX` connections; past `conns_max` a
 /// connection is closed at once (counted).
-fn accept(shard: &Shard, listener_fd: RawFd) {
+fn accept(shard: &Shard, listener_fd: RawFd, websocket: bool) {
     for _ in 0..ACCEPTS_PER_PASS_MAX {
         // SAFETY: sockaddr_storage is plain data; accept4 fills at most `len` bytes.
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -165,7 +189,13 @@ fn accept(shard: &Shard, listener_fd: RawFd) {
         let deadline_tick = shard.tick_after_ms(shard.config.protocol.handshake_timeout_ms);
         let conn = {
             let mut state = shard.state.borrow_mut();
-            let conn = state.conns.insert(Session::accepted(fd, ip, deadline_tick));
+            let mut session = Session::accepted(fd, ip, deadline_tick);
+            if websocket {
+                // One goim frame per message, as goim's clients send them.
+                let message_bytes_max = shard.config.limits.frame_body_bytes_max + 16;
+                session.ws = Some(Box::new(super::websocket::WsState::upgrading(message_bytes_max)));
+            }
+            let conn = state.conns.insert(session);
             state.wheel.insert(conn, deadline_tick);
             conn
         };
@@ -212,7 +242,7 @@ fn read(shard: &Shard, conn: ConnRef) {
             return;
         }
         let received = received as usize;
-        session::on_bytes(shard, conn, &scratch[..received]);
+        session::on_bytes(shard, conn, &mut scratch[..received]);
         let full = received == scratch.len();
         drop(scratch);
         if !full {

@@ -45,6 +45,8 @@ pub fn current() -> Rc<Shard> {
 pub struct Bound {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// The WebSocket port, unless `ws.bind` is empty.
+    pub ws: Option<SocketAddr>,
 }
 
 /// Raises the open-file soft limit to the hard limit; returns the ceiling.
@@ -112,6 +114,13 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     }
     let (tcp, tcp_fds) = listeners(Config::parse_addr(&config.tcp.bind)?, shards)?;
     let (http, http_fds) = listeners(Config::parse_addr(&config.http.bind)?, shards)?;
+    let (ws, ws_fds) = match config.ws.bind.as_str() {
+        "" => (None, vec![None; shards]),
+        bind => {
+            let (addr, fds) = listeners(Config::parse_addr(bind)?, shards)?;
+            (Some(addr), fds.into_iter().map(Some).collect())
+        }
+    };
     block_shutdown_signals()?;
     let mesh = MeshBuilder::<Batch, _>::full(shards, mesh::MESH_CHANNEL_BATCHES);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -122,10 +131,11 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
             _ => Placement::Unbound,
         };
         let (config, mesh, ready_tx) = (config.clone(), mesh.clone(), ready_tx.clone());
-        let (tcp_fd, http_fd) = (tcp_fds[index], http_fds[index]);
+        let client_listeners = super::poller::Listeners { tcp: tcp_fds[index], ws: ws_fds[index] };
+        let http_fd = http_fds[index];
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
-            .spawn(move || shard_main(config, shards, conns_max, mesh, tcp_fd, http_fd, ready_tx))
+            .spawn(move || shard_main(config, shards, conns_max, mesh, client_listeners, http_fd, ready_tx))
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         handles.push(handle);
     }
@@ -133,7 +143,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     for _ in 0..shards {
         ready_rx.recv().map_err(|_| "a shard failed to start".to_string())?;
     }
-    on_ready(Bound { tcp, http });
+    on_ready(Bound { tcp, http, ws });
     let watcher = std::thread::spawn(wait_for_signal);
     for handle in handles {
         let _ = handle.join();
@@ -147,7 +157,7 @@ async fn shard_main(
     shards: usize,
     conns_max: usize,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
-    tcp_fd: RawFd,
+    client_listeners: super::poller::Listeners,
     http_fd: RawFd,
     ready: std::sync::mpsc::Sender<()>,
 ) {
@@ -166,7 +176,7 @@ async fn shard_main(
     // SAFETY: the fds were created by `listeners`, are listening, and each
     // is handed to exactly one shard.
     let http_listener = unsafe { TcpListener::from_raw_fd(http_fd) };
-    let epoll_fd = match super::poller::create(tcp_fd) {
+    let epoll_fd = match super::poller::create(client_listeners) {
         Ok(fd) => fd,
         Err(e) => {
             crate::log_error!("shard {id}: cannot create the epoll set: {e}");
@@ -174,7 +184,7 @@ async fn shard_main(
         }
     };
     shard.epoll_fd.set(epoll_fd);
-    let poller = glommio::spawn_local(super::poller::run(shard.clone(), tcp_fd)).detach();
+    let poller = glommio::spawn_local(super::poller::run(shard.clone(), client_listeners)).detach();
     let http_accept = glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
     let _ = ready.send(());
     shard.stop.wait().await;
@@ -189,7 +199,10 @@ async fn shard_main(
     let _ = poller.await;
     // SAFETY: both fds belong to this shard and nothing uses them any more.
     unsafe {
-        libc::close(tcp_fd);
+        libc::close(client_listeners.tcp);
+        if let Some(ws) = client_listeners.ws {
+            libc::close(ws);
+        }
         libc::close(epoll_fd);
     }
     crate::log_info!("shard {id} stopped");

@@ -15,23 +15,30 @@ use super::directory::owner_of;
 use super::mesh::ShardMsg;
 use super::{Shard, State};
 use crate::protocol::{auth, frame, op};
-use std::rc::Rc;
 
-/// Handles bytes read from `conn`: every complete frame in the session's
-/// partial tail followed by `input`. Keeps a new partial tail, if any.
-pub fn on_bytes(shard: &Shard, conn: ConnRef, input: &[u8]) {
-    let partial = {
+/// Handles bytes read from `conn`: everything complete in the session's
+/// partial tail followed by `input` (goim frames on TCP; the upgrade and
+/// WebSocket frames on the WebSocket port). Keeps a new partial tail, if any.
+pub fn on_bytes(shard: &Shard, conn: ConnRef, input: &mut [u8]) {
+    let (partial, ws) = {
         let mut state = shard.state.borrow_mut();
         let Some(session) = state.conns.get_mut(conn) else {
             return;
         };
-        session.partial.take()
+        (session.partial.take(), session.ws.is_some())
+    };
+    let consume = |input: &mut [u8]| {
+        if ws {
+            super::websocket::consume(shard, conn, input)
+        } else {
+            handle_frames(shard, conn, input)
+        }
     };
     let result = match partial {
-        None => handle_frames(shard, conn, input).map(|used| (used, None)),
+        None => consume(input).map(|used| (used, None)),
         Some(mut tail) => {
             tail.0.extend_from_slice(input);
-            handle_frames(shard, conn, &tail.0).map(|used| (used, Some(tail)))
+            consume(&mut tail.0).map(|used| (used, Some(tail)))
         }
     };
     match result {
@@ -58,7 +65,7 @@ fn keep_tail(shard: &Shard, conn: ConnRef, input: &[u8], used: usize, tail: Opti
 }
 
 /// Decodes and handles frames; returns the bytes used (the rest is partial).
-fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Result<usize, CloseReason> {
+pub(crate) fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Result<usize, CloseReason> {
     let body_max = shard.config.limits.frame_body_bytes_max;
     let mut used = 0;
     while let Some((f, len)) = frame::decode(&input[used..], body_max).map_err(|_| CloseReason::BadFrame)? {
@@ -104,7 +111,7 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
             join(state, conn, &token.room_id);
         }
         let reply = frame::encode(f.ver, op::AUTH_REPLY, f.seq, b"");
-        shard.enqueue(state, conn, Rc::new(reply), 1);
+        shard.enqueue_reply(state, conn, reply);
         ip
     };
     shard.send(owner_of(&ip, shard.shards), ShardMsg::Ip { ip, delta: 1 });
@@ -222,5 +229,5 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
         }
         other => frame::encode(f.ver, other, f.seq, b""),
     };
-    shard.enqueue(state, conn, Rc::new(reply), 1);
+    shard.enqueue_reply(state, conn, reply);
 }

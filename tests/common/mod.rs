@@ -13,6 +13,8 @@
 //! tests check what a goim client or business back end would see.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::fmt::Debug;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -76,6 +78,7 @@ impl Default for ServerConfig {
             .set("server", "online_sync_ms", 100)
             .set("tcp", "bind", "127.0.0.1:0")
             .set("http", "bind", "127.0.0.1:0")
+            .set("ws", "bind", "127.0.0.1:0")
             .set("protocol", "handshake_timeout_ms", 1000)
             .set("protocol", "heartbeat_s", 2)
             .set("protocol", "heartbeat_max", 2);

@@ -1,0 +1,209 @@
+//! The WebSocket transport of a client connection: the upgrade, then goim
+//! frames inside binary (or text) messages, ping/pong and the close
+//! handshake. Everything after the upgrade is the same session as on TCP.
+//!
+//! Owns: turning WebSocket bytes into goim frames for `session`, and goim
+//! pushes into WebSocket messages (`Payload::for_ws`: op 9 around the
+//! batch, built once per shard and shared by every WebSocket member).
+//! Must never: hold a buffer while idle (the decoder keeps nothing between
+//! messages), or write anything before the 101 response.
+
+use super::close::CloseReason;
+use super::conns::ConnRef;
+use super::outbox::Chunk;
+use super::session;
+use super::Shard;
+use crate::protocol::{frame, op};
+use crate::ws::frame::{encode_close, encode_header, encode_pong, opcode, CloseCode, Decoder, Event};
+use crate::ws::handshake::{parse_upgrade, switching_protocols, UpgradeLimits};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+/// Per-connection WebSocket state (boxed in the session: 8 bytes on TCP).
+pub struct WsState {
+    /// The 101 response has gone out.
+    pub open: bool,
+    pub decoder: Decoder,
+}
+
+impl WsState {
+    /// A connection on the WebSocket port, before its upgrade request.
+    pub fn upgrading(message_bytes_max: usize) -> WsState {
+        WsState { open: false, decoder: Decoder::new(message_bytes_max) }
+    }
+}
+
+/// A pushed chunk of goim frames, as TCP clients get it, plus the
+/// WebSocket message WebSocket clients get, built on first use.
+pub struct Payload {
+    pub tcp: Chunk,
+    pub frames: u64,
+    ws: OnceCell<Chunk>,
+}
+
+impl Payload {
+    pub fn new(tcp: Chunk, frames: u64) -> Payload {
+        Payload { tcp, frames, ws: OnceCell::new() }
+    }
+
+    /// One binary message holding an op-9 frame around every frame of the chunk.
+    pub fn for_ws(&self) -> Chunk {
+        self.ws.get_or_init(|| Rc::new(raw_message(&self.tcp))).clone()
+    }
+}
+
+/// A binary WebSocket message holding one op-9 goim frame whose body is `frames`.
+fn raw_message(frames: &[u8]) -> Bytes {
+    let inner = frame::encoded_len(frames.len());
+    let mut out = BytesMut::with_capacity(crate::ws::frame::header_len(inner) + inner);
+    encode_header(&mut out, opcode::BINARY, inner);
+    frame::encode_into(&mut out, op::PUSH_VERSION, op::RAW, 0, frames);
+    out.freeze()
+}
+
+/// One goim frame (a reply) as its own binary WebSocket message.
+pub fn reply_message(goim_frame: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(crate::ws::frame::header_len(goim_frame.len()) + goim_frame.len());
+    encode_header(&mut out, opcode::BINARY, goim_frame.len());
+    out.put_slice(goim_frame);
+    out.freeze()
+}
+
+/// Consumes WebSocket bytes; returns how many were used (the rest is an
+/// incomplete request head or frame, kept by the caller).
+pub fn consume(shard: &Shard, conn: ConnRef, input: &mut [u8]) -> Result<usize, CloseReason> {
+    // The state is copied out while frames are handled (they borrow the
+    // shard's tables) and put back after; the session stays a WebSocket
+    // session meanwhile, so replies are framed for it.
+    let Some((fd, mut ws)) = take_state(shard, conn) else { return Ok(input.len()) };
+    let result = consume_with(shard, conn, fd, &mut ws, input);
+    if let Some(slot) = shard.state.borrow_mut().conns.get_mut(conn).and_then(|s| s.ws.as_mut()) {
+        **slot = ws;
+    }
+    result
+}
+
+fn take_state(shard: &Shard, conn: ConnRef) -> Option<(i32, WsState)> {
+    let mut state = shard.state.borrow_mut();
+    let session = state.conns.get_mut(conn)?;
+    let ws = session.ws.as_mut()?;
+    let taken = WsState { open: ws.open, decoder: std::mem::replace(&mut ws.decoder, Decoder::new(0)) };
+    Some((session.fd, taken))
+}
+
+fn consume_with(
+    shard: &Shard,
+    conn: ConnRef,
+    fd: i32,
+    ws: &mut WsState,
+    input: &mut [u8],
+) -> Result<usize, CloseReason> {
+    let mut used = 0;
+    if !ws.open {
+        let limits = UpgradeLimits {
+            path: shard.config.ws.path.clone(),
+            header_bytes_max: shard.config.limits.request_header_bytes_max,
+            allowed_origins: shard.config.ws.allowed_origins.clone(),
+        };
+        match parse_upgrade(input, &limits) {
+            Ok(None) => return Ok(0),
+            Err(refusal) => {
+                crate::log_debug!(
+                    "shard {}: WebSocket upgrade refused: {} {}",
+                    shard.id,
+                    refusal.status,
+                    refusal.reason
+                );
+                send_now(fd, &refusal.response());
+                return Err(CloseReason::BadHandshake);
+            }
+            Ok(Some(upgrade)) => {
+                if !send_now(fd, &switching_protocols(&upgrade.accept)) {
+                    return Err(CloseReason::IoError);
+                }
+                ws.open = true;
+                used = upgrade.head_bytes;
+            }
+        }
+    }
+    loop {
+        match ws.decoder.decode(&mut input[used..]) {
+            Ok(None) => return Ok(used),
+            Ok(Some((event, len))) => {
+                match event {
+                    Event::Binary(payload) => goim_frames(shard, conn, &payload)?,
+                    // goim's server reads text messages as frames too.
+                    Event::Text(payload) => goim_frames(shard, conn, payload.as_bytes())?,
+                    Event::Ping(payload) => enqueue_control(shard, conn, encode_pong(payload)),
+                    Event::Pong | Event::Fragment => {}
+                    Event::Close { .. } => {
+                        send_now(fd, &encode_close(CloseCode::NORMAL.0, ""));
+                        return Err(CloseReason::ClientClosed);
+                    }
+                }
+                used += len;
+            }
+            Err(code) => {
+                crate::log_debug!("shard {}: WebSocket protocol error {}", shard.id, code.0);
+                send_now(fd, &encode_close(code.0, code.reason()));
+                return Err(CloseReason::BadFrame);
+            }
+        }
+    }
+}
+
+/// Every message must hold whole goim frames.
+fn goim_frames(shard: &Shard, conn: ConnRef, payload: &[u8]) -> Result<(), CloseReason> {
+    let used = session::handle_frames(shard, conn, payload)?;
+    if used != payload.len() {
+        return Err(CloseReason::BadFrame);
+    }
+    Ok(())
+}
+
+fn enqueue_control(shard: &Shard, conn: ConnRef, message: Vec<u8>) {
+    let mut state = shard.state.borrow_mut();
+    shard.enqueue_raw(&mut state, conn, Rc::new(Bytes::from(message)));
+}
+
+/// Writes a handshake answer or a close frame at once, outside the outbox:
+/// nothing else is queued at those moments. Returns false if the kernel did
+/// not take it whole.
+fn send_now(fd: i32, bytes: &[u8]) -> bool {
+    // SAFETY: writing from a live slice to the session's open socket.
+    let sent = unsafe {
+        libc::send(fd, bytes.as_ptr() as *const libc::c_void, bytes.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+    };
+    sent == bytes.len() as isize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_batch_becomes_one_binary_message_with_an_op_9_frame() {
+        let mut frames = BytesMut::new();
+        frame::encode_into(&mut frames, 1, 1000, 0, b"a");
+        frame::encode_into(&mut frames, 1, 1000, 0, b"bc");
+        let payload = Payload::new(Rc::new(frames.clone().freeze()), 2);
+        let message = payload.for_ws();
+        assert!(Rc::ptr_eq(&message, &payload.for_ws()), "built once, shared");
+        assert_eq!(message[0], 0x80 | opcode::BINARY);
+        let inner_len = 16 + frames.len();
+        assert_eq!(message[1] as usize, inner_len);
+        let (raw, used) = frame::decode(&message[2..], 4096).unwrap().unwrap();
+        assert_eq!(used, inner_len);
+        assert_eq!(raw.op, op::RAW);
+        assert_eq!(raw.body, &frames[..]);
+    }
+
+    #[test]
+    fn a_reply_is_its_own_message() {
+        let reply = frame::encode(1, op::AUTH_REPLY, 1, b"");
+        let message = reply_message(&reply);
+        assert_eq!(&message[..2], &[0x82, 16]);
+        assert_eq!(&message[2..], &reply[..]);
+    }
+}
