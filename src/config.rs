@@ -78,6 +78,13 @@ impl Default for WsSection {
     }
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoSection {
+    /// Serve the demo page at http://<http.bind>/demo/.
+    pub enabled: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolSection {
@@ -175,6 +182,7 @@ pub struct Config {
     pub tcp: TcpSection,
     pub http: HttpSection,
     pub ws: WsSection,
+    pub demo: DemoSection,
     pub protocol: ProtocolSection,
     pub limits: LimitsSection,
     pub node: NodeSection,

@@ -61,6 +61,12 @@ pub fn handle(shard: &Shard, method: Method, target: &[u8], body: &[u8]) -> Repl
         (Method::Get, b"/goim/nodes/weighted") => Ok(nodes_weighted(shard, &query)),
         (Method::Get, b"/goim/nodes/instances" | b"/nodes/instances") => Ok(nodes_instances(shard)),
         (Method::Get, b"/metrics") => return metrics(shard),
+        (Method::Get, _) if shard.config.demo.enabled && path.starts_with(b"/demo") => {
+            return match super::demo::file(path) {
+                Some((content_type, body)) => Reply { status: 200, reason: "OK", content_type, body: body.into() },
+                None => Reply::not_found(),
+            };
+        }
         _ => return Reply::not_found(),
     };
     outcome.unwrap_or_else(|message| Reply::request_error(&message))

@@ -4,6 +4,7 @@
 //! reply and shard commands; `server` is the per-shard connection loop.
 
 pub mod api;
+pub mod demo;
 pub mod parser;
 pub mod query;
 pub mod response;
