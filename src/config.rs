@@ -80,6 +80,17 @@ impl Default for WsSection {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct WssSection {
+    /// WSS listener (goim: 3103); empty = no WSS (the default).
+    pub bind: String,
+    /// PEM certificate chain.
+    pub cert_path: String,
+    /// PEM private key.
+    pub key_path: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DemoSection {
     /// Serve the demo page at http://<http.bind>/demo/.
     pub enabled: bool,
@@ -182,6 +193,7 @@ pub struct Config {
     pub tcp: TcpSection,
     pub http: HttpSection,
     pub ws: WsSection,
+    pub wss: WssSection,
     pub demo: DemoSection,
     pub protocol: ProtocolSection,
     pub limits: LimitsSection,
@@ -243,6 +255,13 @@ impl Config {
             Self::parse_addr(&self.ws.bind)?;
         }
         check(self.ws.path.starts_with('/'), "ws.path must start with /")?;
+        if !self.wss.bind.is_empty() {
+            Self::parse_addr(&self.wss.bind)?;
+            check(
+                !self.wss.cert_path.is_empty() && !self.wss.key_path.is_empty(),
+                "wss.bind needs wss.cert_path and wss.key_path",
+            )?;
+        }
         crate::log::Level::parse(&self.server.log_level)
             .ok_or_else(|| format!("bad config: unknown log level {:?}", self.server.log_level))?;
         Ok(())

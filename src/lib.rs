@@ -10,6 +10,7 @@
 //! - `shard`: everything a core owns: connections (`conns`, `session`),
 //!   rooms, its directory partition, online counts, outboxes and the
 //!   flusher, the mesh to other shards, and the runtime that starts it all.
+//! - `tls`: the WSS port's TLS on rustls.
 //! - `ws`: the WebSocket wire format and upgrade handshake (sans-IO).
 //!
 //! # Ownership map
@@ -31,4 +32,5 @@ pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod shard;
+pub mod tls;
 pub mod ws;

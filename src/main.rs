@@ -41,7 +41,8 @@ fn main() -> ExitCode {
     let result = corecast::shard::runtime::run(config, |bound| {
         // The one line on stdout: tests and scripts wait for it.
         let mut stdout = std::io::stdout();
-        let ws = bound.ws.map(|addr| format!(" ws={addr}")).unwrap_or_default();
+        let ws = bound.ws.map(|addr| format!(" ws={addr}")).unwrap_or_default()
+            + &bound.wss.map(|addr| format!(" wss={addr}")).unwrap_or_default();
         let _ = writeln!(stdout, "corecast ready tcp={} http={}{ws}", bound.tcp, bound.http);
         let _ = stdout.flush();
         corecast::log_info!("listening: clients tcp={} api http={}", bound.tcp, bound.http);

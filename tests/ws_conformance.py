@@ -2,11 +2,13 @@
 library (Python `websockets`): upgrade, binary messages carrying goim
 frames, a fragmented message, ping/pong, op-9 push batches, close handshake.
 
-Usage: python3 tests/ws_conformance.py ws://HOST:PORT/sub http://HOST:PORT
+Usage: python3 tests/ws_conformance.py ws://HOST:PORT/sub http://HOST:PORT [CA_FILE]
+(with wss:// and the CA file that signed the server's certificate for WSS).
 Prints "conformance ok" and exits 0 when every check holds.
 """
 
 import json
+import ssl
 import struct
 import sys
 import urllib.request
@@ -42,9 +44,10 @@ def push_room(http, body):
         assert json.loads(reply.read()) == {"code": 0, "message": ""}
 
 
-def main(ws_url, http):
+def main(ws_url, http, ca_file=None):
+    tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
     # No extensions: goim negotiates none, and neither may the server.
-    with connect(ws_url, compression=None, open_timeout=5) as ws:
+    with connect(ws_url, compression=None, open_timeout=5, ssl=tls) as ws:
         assert ws.response.status_code == 101
         token = json.dumps({"mid": 77, "key": "py-conformance", "room_id": "live://77", "platform": "web", "accepts": [1000]})
         ws.send(frame(7, 1, token.encode()))
@@ -75,4 +78,4 @@ def main(ws_url, http):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

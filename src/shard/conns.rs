@@ -65,6 +65,8 @@ pub struct Session {
     pub partial: Option<Box<Partial>>,
     /// WebSocket state for connections on the WebSocket port; `None` on TCP.
     pub ws: Option<Box<super::websocket::WsState>>,
+    /// TLS state for connections on the WSS port.
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 impl Session {
@@ -87,6 +89,7 @@ impl Session {
             deadline_tick,
             partial: None,
             ws: None,
+            tls: None,
         }
     }
 }

@@ -93,8 +93,11 @@ pub enum WriteOutcome {
 }
 
 /// Writes as much of the outbox as the kernel takes, one `sendmsg` per 64
-/// chunks.
+/// chunks (through TLS on the WSS port).
 pub fn write_out(session: &mut Session) -> WriteOutcome {
+    if session.tls.is_some() {
+        return write_out_tls(session);
+    }
     let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
     loop {
         let count = session.outbox.iovecs(&mut iovecs);
@@ -112,6 +115,30 @@ pub fn write_out(session: &mut Session) -> WriteOutcome {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return WriteOutcome::Blocked,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return WriteOutcome::Broken,
+        }
+    }
+}
+
+/// The WSS path: plaintext from the outbox into rustls (unless the session
+/// is still held: then only handshake records go out), records to the socket.
+fn write_out_tls(session: &mut Session) -> WriteOutcome {
+    let Session { tls, outbox, held, fd, .. } = session;
+    let Some(tls) = tls.as_mut() else { return WriteOutcome::Drained };
+    loop {
+        if !*held {
+            while let Some(front) = outbox.front() {
+                let taken = crate::tls::encrypt(tls, front);
+                if taken == 0 {
+                    break;
+                }
+                outbox.consume(taken);
+            }
+        }
+        match crate::tls::write_records(tls, *fd) {
+            crate::tls::Records::Blocked => return WriteOutcome::Blocked,
+            crate::tls::Records::Broken => return WriteOutcome::Broken,
+            crate::tls::Records::Written if *held || outbox.is_empty() => return WriteOutcome::Drained,
+            crate::tls::Records::Written => {}
         }
     }
 }

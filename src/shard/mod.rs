@@ -102,6 +102,10 @@ pub struct Shard {
     pub read_scratch: RefCell<Vec<u8>>,
     /// Scratch for parsing JSON tokens in place.
     pub json_scratch: RefCell<Vec<u8>>,
+    /// Plaintext of one TLS read (WSS), lent like `read_scratch`.
+    pub plain_scratch: RefCell<Vec<u8>>,
+    /// The WSS certificate, when a WSS port is configured.
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Client connections this shard accepts at most.
     pub conns_max: usize,
     /// The epoll set of this shard's client sockets (see `poller`).
@@ -142,6 +146,8 @@ impl Shard {
             last_drop_log_s: Cell::new(0),
             read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES.max(config.limits.frame_body_bytes_max + 16)]),
             json_scratch: RefCell::new(Vec::new()),
+            plain_scratch: RefCell::new(Vec::new()),
+            tls_config: None,
             conns_max,
             epoll_fd: Cell::new(-1),
             started: Instant::now(),

@@ -35,6 +35,15 @@ const WAIT_TIMEOUT_MS: i32 = 200;
 /// a generation never reaches these values before wrapping a u32 slot).
 const TCP_LISTENER_TOKEN: u64 = u64::MAX;
 const WS_LISTENER_TOKEN: u64 = u64::MAX - 1;
+const WSS_LISTENER_TOKEN: u64 = u64::MAX - 2;
+
+/// What a listener's connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    WebSocket,
+    SecureWebSocket,
+}
 
 /// The client listeners of one shard.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +52,8 @@ pub struct Listeners {
     pub tcp: RawFd,
     /// goim over WebSocket, when configured.
     pub ws: Option<RawFd>,
+    /// goim over WebSocket over TLS, when configured.
+    pub wss: Option<RawFd>,
 }
 
 fn token(conn: ConnRef) -> u64 {
@@ -71,6 +82,9 @@ pub fn create(listeners: Listeners) -> std::io::Result<RawFd> {
         add(listeners.tcp, TCP_LISTENER_TOKEN)?;
         if let Some(ws) = listeners.ws {
             add(ws, WS_LISTENER_TOKEN)?;
+        }
+        if let Some(wss) = listeners.wss {
+            add(wss, WSS_LISTENER_TOKEN)?;
         }
         Ok(epoll_fd)
     }
@@ -124,13 +138,15 @@ pub async fn run(shard: Rc<Shard>, listeners: Listeners) {
 fn handle(shard: &Shard, listeners: Listeners, events: &[libc::epoll_event]) {
     for event in events {
         let token = event.u64;
-        if token == TCP_LISTENER_TOKEN {
-            accept(shard, listeners.tcp, false);
-            continue;
-        }
-        if token == WS_LISTENER_TOKEN {
-            if let Some(ws) = listeners.ws {
-                accept(shard, ws, true);
+        let listener = match token {
+            TCP_LISTENER_TOKEN => Some((Some(listeners.tcp), Transport::Tcp)),
+            WS_LISTENER_TOKEN => Some((listeners.ws, Transport::WebSocket)),
+            WSS_LISTENER_TOKEN => Some((listeners.wss, Transport::SecureWebSocket)),
+            _ => None,
+        };
+        if let Some((fd, transport)) = listener {
+            if let Some(fd) = fd {
+                accept(shard, fd, transport);
             }
             continue;
         }
@@ -147,7 +163,7 @@ fn handle(shard: &Shard, listeners: Listeners, events: &[libc::epoll_event]) {
 
 /// Accepts up to `ACCEPTS_PER_PASS_MAX` connections; past `conns_max` a
 /// connection is closed at once (counted).
-fn accept(shard: &Shard, listener_fd: RawFd, websocket: bool) {
+fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
     for _ in 0..ACCEPTS_PER_PASS_MAX {
         // SAFETY: sockaddr_storage is plain data; accept4 fills at most `len` bytes.
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -190,10 +206,20 @@ fn accept(shard: &Shard, listener_fd: RawFd, websocket: bool) {
         let conn = {
             let mut state = shard.state.borrow_mut();
             let mut session = Session::accepted(fd, ip, deadline_tick);
-            if websocket {
+            if transport != Transport::Tcp {
                 // One goim frame per message, as goim's clients send them.
                 let message_bytes_max = shard.config.limits.frame_body_bytes_max + 16;
                 session.ws = Some(Box::new(super::websocket::WsState::upgrading(message_bytes_max)));
+            }
+            if transport == Transport::SecureWebSocket {
+                match shard.tls_config.as_ref().map(|c| rustls::ServerConnection::new(c.clone())) {
+                    Some(Ok(tls)) => session.tls = Some(Box::new(tls)),
+                    _ => {
+                        // SAFETY: fd was just accepted and is not registered anywhere.
+                        unsafe { libc::close(fd) };
+                        continue;
+                    }
+                }
             }
             let conn = state.conns.insert(session);
             state.wheel.insert(conn, deadline_tick);
@@ -222,8 +248,8 @@ fn peer_ip(addr: &libc::sockaddr_storage) -> Option<IpAddr> {
 
 /// Reads what is there (up to `READS_PER_EVENT_MAX` times) and hands it on.
 fn read(shard: &Shard, conn: ConnRef) {
-    let fd = match shard.state.borrow().conns.get(conn) {
-        Some(session) if session.close_reason.is_none() => session.fd,
+    let (fd, tls) = match shard.state.borrow().conns.get(conn) {
+        Some(session) if session.close_reason.is_none() => (session.fd, session.tls.is_some()),
         _ => return,
     };
     for _ in 0..READS_PER_EVENT_MAX {
@@ -242,7 +268,13 @@ fn read(shard: &Shard, conn: ConnRef) {
             return;
         }
         let received = received as usize;
-        session::on_bytes(shard, conn, &mut scratch[..received]);
+        if tls {
+            if !read_tls(shard, conn, &scratch[..received]) {
+                return;
+            }
+        } else {
+            session::on_bytes(shard, conn, &mut scratch[..received]);
+        }
         let full = received == scratch.len();
         drop(scratch);
         if !full {
@@ -252,6 +284,59 @@ fn read(shard: &Shard, conn: ConnRef) {
             Some(session) if session.close_reason.is_none() => {}
             _ => return,
         }
+    }
+}
+
+/// Decrypts what arrived on a WSS connection, hands the plaintext on and
+/// sends what TLS wants to say (handshake records). False: stop reading.
+fn read_tls(shard: &Shard, conn: ConnRef, ciphertext: &[u8]) -> bool {
+    let mut plain = std::mem::take(&mut *shard.plain_scratch.borrow_mut());
+    plain.clear();
+    let decrypted = {
+        let mut state = shard.state.borrow_mut();
+        match state.conns.get_mut(conn).and_then(|s| s.tls.as_mut()) {
+            Some(tls) => crate::tls::decrypt(tls, ciphertext, &mut plain),
+            None => Ok(true),
+        }
+    };
+    let keep_reading = match decrypted {
+        Ok(peer_closed) => {
+            if !plain.is_empty() {
+                session::on_bytes(shard, conn, &mut plain);
+            }
+            if peer_closed {
+                shard.state.borrow_mut().close(conn, CloseReason::ClientClosed);
+            }
+            !peer_closed
+        }
+        Err(error) => {
+            crate::log_debug!("shard {}: TLS error: {error}", shard.id);
+            shard.state.borrow_mut().close(conn, CloseReason::BadHandshake);
+            false
+        }
+    };
+    *shard.plain_scratch.borrow_mut() = plain;
+    send_tls_records(shard, conn);
+    keep_reading
+}
+
+/// Writes pending TLS records (handshake, alerts) now; EPOLLOUT if blocked.
+fn send_tls_records(shard: &Shard, conn: ConnRef) {
+    let blocked = {
+        let mut state = shard.state.borrow_mut();
+        let Some(session) = state.conns.get_mut(conn) else { return };
+        let fd = session.fd;
+        let Some(tls) = session.tls.as_mut() else { return };
+        match crate::tls::write_records(tls, fd) {
+            crate::tls::Records::Blocked if !session.write_blocked => {
+                session.write_blocked = true;
+                Some(fd)
+            }
+            _ => None,
+        }
+    };
+    if let Some(fd) = blocked {
+        watch(shard, fd, conn, true, libc::EPOLL_CTL_MOD);
     }
 }
 

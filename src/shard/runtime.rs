@@ -47,6 +47,8 @@ pub struct Bound {
     pub http: SocketAddr,
     /// The WebSocket port, unless `ws.bind` is empty.
     pub ws: Option<SocketAddr>,
+    /// The WSS port, when `wss.bind` is set.
+    pub wss: Option<SocketAddr>,
 }
 
 /// Raises the open-file soft limit to the hard limit; returns the ceiling.
@@ -84,6 +86,15 @@ fn listeners(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<RawFd>)
     Ok((bound, fds))
 }
 
+/// Listeners for an optional port ("" = none).
+fn optional_listeners(bind: &str, shards: usize) -> Result<(Option<SocketAddr>, Vec<Option<RawFd>>), String> {
+    if bind.is_empty() {
+        return Ok((None, vec![None; shards]));
+    }
+    let (addr, fds) = listeners(Config::parse_addr(bind)?, shards)?;
+    Ok((Some(addr), fds.into_iter().map(Some).collect()))
+}
+
 /// The CPUs this process may run on.
 fn cpus() -> Vec<usize> {
     core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect()).unwrap_or_default()
@@ -114,12 +125,11 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     }
     let (tcp, tcp_fds) = listeners(Config::parse_addr(&config.tcp.bind)?, shards)?;
     let (http, http_fds) = listeners(Config::parse_addr(&config.http.bind)?, shards)?;
-    let (ws, ws_fds) = match config.ws.bind.as_str() {
-        "" => (None, vec![None; shards]),
-        bind => {
-            let (addr, fds) = listeners(Config::parse_addr(bind)?, shards)?;
-            (Some(addr), fds.into_iter().map(Some).collect())
-        }
+    let (ws, ws_fds) = optional_listeners(&config.ws.bind, shards)?;
+    let (wss, wss_fds) = optional_listeners(&config.wss.bind, shards)?;
+    let tls_config = match wss {
+        Some(_) => Some(crate::tls::server_config(&config.wss.cert_path, &config.wss.key_path)?),
+        None => None,
     };
     block_shutdown_signals()?;
     let mesh = MeshBuilder::<Batch, _>::full(shards, mesh::MESH_CHANNEL_BATCHES);
@@ -130,12 +140,19 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
             Some(cpu) if shards <= cpus.len() => Placement::Fixed(*cpu),
             _ => Placement::Unbound,
         };
-        let (config, mesh, ready_tx) = (config.clone(), mesh.clone(), ready_tx.clone());
-        let client_listeners = super::poller::Listeners { tcp: tcp_fds[index], ws: ws_fds[index] };
-        let http_fd = http_fds[index];
+        let setup = ShardSetup {
+            config: config.clone(),
+            shards,
+            conns_max,
+            mesh: mesh.clone(),
+            client_listeners: super::poller::Listeners { tcp: tcp_fds[index], ws: ws_fds[index], wss: wss_fds[index] },
+            http_fd: http_fds[index],
+            tls_config: tls_config.clone(),
+            ready: ready_tx.clone(),
+        };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
-            .spawn(move || shard_main(config, shards, conns_max, mesh, client_listeners, http_fd, ready_tx))
+            .spawn(move || shard_main(setup))
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         handles.push(handle);
     }
@@ -143,7 +160,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     for _ in 0..shards {
         ready_rx.recv().map_err(|_| "a shard failed to start".to_string())?;
     }
-    on_ready(Bound { tcp, http, ws });
+    on_ready(Bound { tcp, http, ws, wss });
     let watcher = std::thread::spawn(wait_for_signal);
     for handle in handles {
         let _ = handle.join();
@@ -152,21 +169,28 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     Ok(())
 }
 
-async fn shard_main(
+/// What one shard is started with.
+struct ShardSetup {
     config: Arc<Config>,
     shards: usize,
     conns_max: usize,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     client_listeners: super::poller::Listeners,
     http_fd: RawFd,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
     ready: std::sync::mpsc::Sender<()>,
-) {
+}
+
+async fn shard_main(setup: ShardSetup) {
+    let ShardSetup { config, shards, conns_max, mesh, client_listeners, http_fd, tls_config, ready } = setup;
     let Ok((senders, receivers)) = mesh.join().await else {
         crate::log_error!("cannot join the shard mesh");
         return;
     };
     let id = senders.peer_id();
-    let shard = Rc::new(Shard::new(id, shards, config.clone(), conns_max));
+    let mut shard = Shard::new(id, shards, config.clone(), conns_max);
+    shard.tls_config = tls_config;
+    let shard = Rc::new(shard);
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
     mesh::spawn_senders(shard.outgoing.clone(), Rc::new(senders));
     let applier = shard.clone();
@@ -200,8 +224,8 @@ async fn shard_main(
     // SAFETY: both fds belong to this shard and nothing uses them any more.
     unsafe {
         libc::close(client_listeners.tcp);
-        if let Some(ws) = client_listeners.ws {
-            libc::close(ws);
+        for fd in [client_listeners.ws, client_listeners.wss].into_iter().flatten() {
+            libc::close(fd);
         }
         libc::close(epoll_fd);
     }

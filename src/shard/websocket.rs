@@ -76,29 +76,23 @@ pub fn consume(shard: &Shard, conn: ConnRef, input: &mut [u8]) -> Result<usize, 
     // The state is copied out while frames are handled (they borrow the
     // shard's tables) and put back after; the session stays a WebSocket
     // session meanwhile, so replies are framed for it.
-    let Some((fd, mut ws)) = take_state(shard, conn) else { return Ok(input.len()) };
-    let result = consume_with(shard, conn, fd, &mut ws, input);
+    let Some(mut ws) = take_state(shard, conn) else { return Ok(input.len()) };
+    let result = consume_with(shard, conn, &mut ws, input);
     if let Some(slot) = shard.state.borrow_mut().conns.get_mut(conn).and_then(|s| s.ws.as_mut()) {
         **slot = ws;
     }
     result
 }
 
-fn take_state(shard: &Shard, conn: ConnRef) -> Option<(i32, WsState)> {
+fn take_state(shard: &Shard, conn: ConnRef) -> Option<WsState> {
     let mut state = shard.state.borrow_mut();
     let session = state.conns.get_mut(conn)?;
     let ws = session.ws.as_mut()?;
     let taken = WsState { open: ws.open, decoder: std::mem::replace(&mut ws.decoder, Decoder::new(0)) };
-    Some((session.fd, taken))
+    Some(taken)
 }
 
-fn consume_with(
-    shard: &Shard,
-    conn: ConnRef,
-    fd: i32,
-    ws: &mut WsState,
-    input: &mut [u8],
-) -> Result<usize, CloseReason> {
+fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]) -> Result<usize, CloseReason> {
     let mut used = 0;
     if !ws.open {
         let limits = UpgradeLimits {
@@ -115,11 +109,11 @@ fn consume_with(
                     refusal.status,
                     refusal.reason
                 );
-                send_now(fd, &refusal.response());
+                send_now(shard, conn, &refusal.response());
                 return Err(CloseReason::BadHandshake);
             }
             Ok(Some(upgrade)) => {
-                if !send_now(fd, &switching_protocols(&upgrade.accept)) {
+                if !send_now(shard, conn, &switching_protocols(&upgrade.accept)) {
                     return Err(CloseReason::IoError);
                 }
                 ws.open = true;
@@ -138,7 +132,7 @@ fn consume_with(
                     Event::Ping(payload) => enqueue_control(shard, conn, encode_pong(payload)),
                     Event::Pong | Event::Fragment => {}
                     Event::Close { .. } => {
-                        send_now(fd, &encode_close(CloseCode::NORMAL.0, ""));
+                        send_now(shard, conn, &encode_close(CloseCode::NORMAL.0, ""));
                         return Err(CloseReason::ClientClosed);
                     }
                 }
@@ -146,7 +140,7 @@ fn consume_with(
             }
             Err(code) => {
                 crate::log_debug!("shard {}: WebSocket protocol error {}", shard.id, code.0);
-                send_now(fd, &encode_close(code.0, code.reason()));
+                send_now(shard, conn, &encode_close(code.0, code.reason()));
                 return Err(CloseReason::BadFrame);
             }
         }
@@ -170,10 +164,24 @@ fn enqueue_control(shard: &Shard, conn: ConnRef, message: Vec<u8>) {
 /// Writes a handshake answer or a close frame at once, outside the outbox:
 /// nothing else is queued at those moments. Returns false if the kernel did
 /// not take it whole.
-fn send_now(fd: i32, bytes: &[u8]) -> bool {
+fn send_now(shard: &Shard, conn: ConnRef, bytes: &[u8]) -> bool {
+    let mut state = shard.state.borrow_mut();
+    let Some(session) = state.conns.get_mut(conn) else { return false };
+    if let Some(tls) = session.tls.as_mut() {
+        // On WSS the bytes go through TLS; records the kernel refuses now
+        // stay in rustls and leave with the next write.
+        let taken = crate::tls::encrypt(tls, bytes);
+        let records = crate::tls::write_records(tls, session.fd);
+        return taken == bytes.len() && records != crate::tls::Records::Broken;
+    }
     // SAFETY: writing from a live slice to the session's open socket.
     let sent = unsafe {
-        libc::send(fd, bytes.as_ptr() as *const libc::c_void, bytes.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        libc::send(
+            session.fd,
+            bytes.as_ptr() as *const libc::c_void,
+            bytes.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
     };
     sent == bytes.len() as isize
 }

@@ -112,6 +112,8 @@ pub struct Server {
     pub http: SocketAddr,
     /// WebSocket address, once the server reports one.
     pub ws: Option<SocketAddr>,
+    /// WSS address, when the config enables it.
+    pub wss: Option<SocketAddr>,
     dir: PathBuf,
     stderr: Arc<Mutex<String>>,
 }
@@ -192,8 +194,9 @@ impl Server {
         let tcp = field("tcp").unwrap_or_else(|| panic!("no tcp= in ready line {ready:?}"));
         let http = field("http").unwrap_or_else(|| panic!("no http= in ready line {ready:?}"));
         let ws = field("ws");
+        let wss = field("wss");
 
-        Server { child: Some(child), tcp, http, ws, dir, stderr }
+        Server { child: Some(child), tcp, http, ws, wss, dir, stderr }
     }
 
     /// Everything the server wrote to stderr so far.

@@ -1,0 +1,110 @@
+//! TLS for the WSS port, on rustls (ring provider; no OpenSSL): loading the
+//! certificate at start, and moving bytes between a non-blocking socket
+//! and a `ServerConnection`.
+//!
+//! Owns: the TLS record layer of a connection. Must never: block (records
+//! go out with MSG_DONTWAIT; what the kernel refuses stays in rustls and is
+//! written on EPOLLOUT), or grow a plaintext buffer past one read's worth.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConnection;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+/// Loads the certificate chain and key (PEM files) into a server config.
+pub fn server_config(cert_path: &str, key_path: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| format!("cannot read certificate {cert_path}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate in {cert_path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {cert_path}"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| format!("cannot read key {key_path}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// Feeds `ciphertext` to the connection and appends the plaintext it
+/// yields to `plain`. Returns true when the peer sent close_notify.
+pub fn decrypt(tls: &mut ServerConnection, mut ciphertext: &[u8], plain: &mut Vec<u8>) -> Result<bool, String> {
+    let mut peer_closed = false;
+    while !ciphertext.is_empty() {
+        let used = tls.read_tls(&mut ciphertext).map_err(|e| e.to_string())?;
+        let state = tls.process_new_packets().map_err(|e| e.to_string())?;
+        peer_closed |= state.peer_has_closed();
+        let start = plain.len();
+        let ready = state.plaintext_bytes_to_read();
+        plain.resize(start + ready, 0);
+        let read = tls.reader().read(&mut plain[start..]).unwrap_or(0);
+        plain.truncate(start + read);
+        if used == 0 && ready == 0 {
+            break;
+        }
+    }
+    Ok(peer_closed)
+}
+
+/// What writing TLS records left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// Nothing left in rustls.
+    Written,
+    /// The kernel is full; the rest waits for EPOLLOUT.
+    Blocked,
+    /// The connection is broken.
+    Broken,
+}
+
+/// Writes every pending record to `fd`.
+pub fn write_records(tls: &mut ServerConnection, fd: i32) -> Records {
+    let mut socket = Socket(fd);
+    while tls.wants_write() {
+        match tls.write_tls(&mut socket) {
+            Ok(0) => return Records::Broken,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Records::Blocked,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Records::Broken,
+        }
+    }
+    Records::Written
+}
+
+/// Queues plaintext in rustls; returns how much it took (it bounds its own buffer).
+pub fn encrypt(tls: &mut ServerConnection, plaintext: &[u8]) -> usize {
+    tls.writer().write(plaintext).unwrap_or(0)
+}
+
+/// A non-blocking socket as `io::Write` for `write_tls`.
+struct Socket(i32);
+
+impl Write for Socket {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: sending from a live slice on the session's open socket.
+        let sent = unsafe {
+            libc::send(
+                self.0,
+                bytes.as_ptr() as *const libc::c_void,
+                bytes.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if sent < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(sent as usize)
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! WSS: the WebSocket port over TLS (rustls), with a certificate the test
+//! makes itself, checked with an independent client (Python `websockets`
+//! over Python's ssl), plus refusals of plain text on the TLS port.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+struct Certificate {
+    cert_path: String,
+    key_path: String,
+}
+
+fn make_certificate(name: &str) -> Certificate {
+    let dir = std::env::temp_dir().join(format!("corecast-wss-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("cert dir");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("generate");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, generated.signing_key.serialize_pem()).expect("write key");
+    Certificate { cert_path: cert_path.display().to_string(), key_path: key_path.display().to_string() }
+}
+
+fn wss_server(certificate: &Certificate) -> Server {
+    let mut config = ServerConfig::default();
+    config.set("wss", "bind", "127.0.0.1:0").set("wss", "cert_path", certificate.cert_path.as_str()).set(
+        "wss",
+        "key_path",
+        certificate.key_path.as_str(),
+    );
+    Server::start_with(&config)
+}
+
+#[test]
+fn an_independent_client_speaks_goim_over_wss() {
+    let certificate = make_certificate("conformance");
+    let server = wss_server(&certificate);
+    let wss = server.wss.expect("the server reports its WSS port");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_conformance.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(format!("wss://{wss}/sub"))
+        .arg(format!("http://{}", server.http))
+        .arg(&certificate.cert_path)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stdout.contains("conformance ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
+#[test]
+fn plain_http_on_the_tls_port_is_closed_and_others_are_unaffected() {
+    let certificate = make_certificate("plain");
+    let server = wss_server(&certificate);
+    let mut member = Client::auth(server.tcp, 1, "m", "live://1", &[]);
+    let mut plain = TcpStream::connect(server.wss.expect("wss port")).expect("connect");
+    plain.write_all(b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    plain.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut buf = [0u8; 256];
+    // Whatever TLS answers (an alert or nothing), the connection ends.
+    let mut ended = false;
+    for _ in 0..4 {
+        match plain.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                ended = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(ended, "plain text on the TLS port must be closed");
+    server.push_room(1000, "live", "1", b"still fine");
+    member.expect_push(1000, b"still fine");
+}
+
+#[test]
+fn a_wss_bind_without_a_certificate_refuses_to_start() {
+    let mut config = ServerConfig::default();
+    config.set("wss", "bind", "127.0.0.1:0");
+    let dir = std::env::temp_dir().join(format!("corecast-wss-nocert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("corecast.toml");
+    std::fs::write(&path, config.to_toml()).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_corecast")).arg("--config").arg(&path).output().expect("run");
+    assert!(!output.status.success(), "must refuse to start");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("wss.cert_path"), "says why");
+}
