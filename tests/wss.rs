@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::ws::python_conformance;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -42,17 +43,7 @@ fn an_independent_client_speaks_goim_over_wss() {
     let certificate = make_certificate("conformance");
     let server = wss_server(&certificate);
     let wss = server.wss.expect("the server reports its WSS port");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_conformance.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .arg(format!("wss://{wss}/sub"))
-        .arg(format!("http://{}", server.http))
-        .arg(&certificate.cert_path)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stdout.contains("conformance ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    python_conformance(&format!("wss://{wss}/sub"), server.http, Some(&certificate.cert_path));
 }
 
 #[test]

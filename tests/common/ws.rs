@@ -202,3 +202,18 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Message, usize)> {
     }
     Some((Message { opcode: buf[0] & 0x0f, payload: buf[start..start + len].to_vec() }, start + len))
 }
+
+/// Runs tests/ws_conformance.py (Python `websockets`, an independent client
+/// library) against `ws_url`; `ca_file` verifies a WSS certificate.
+pub fn python_conformance(ws_url: &str, http: SocketAddr, ca_file: Option<&str>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_conformance.py");
+    let mut command = std::process::Command::new("python3");
+    command.arg(script).arg(ws_url).arg(format!("http://{http}"));
+    if let Some(ca_file) = ca_file {
+        command.arg(ca_file);
+    }
+    let output = command.output().expect("run python3 (scripts/install-test-deps.sh installs websockets)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stdout.contains("conformance ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+}
