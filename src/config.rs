@@ -121,6 +121,7 @@ pub struct LimitsSection {
     pub outbound_bytes_per_connection_max: usize,
     pub slow_consumer_policy: SlowConsumerPolicy,
     pub mesh_pending_messages_max: usize,
+    pub api_connections_per_shard_max: usize,
 }
 
 impl Default for LimitsSection {
@@ -134,6 +135,7 @@ impl Default for LimitsSection {
             outbound_bytes_per_connection_max: 256 * 1024,
             slow_consumer_policy: SlowConsumerPolicy::Close,
             mesh_pending_messages_max: 65_536,
+            api_connections_per_shard_max: 1024,
         }
     }
 }
@@ -241,6 +243,7 @@ impl Config {
             "limits.request_header_bytes_max must be at least 1024",
         )?;
         check(limits.request_targets_max >= 1, "limits.request_targets_max must be at least 1")?;
+        check(limits.api_connections_per_shard_max >= 1, "limits.api_connections_per_shard_max must be at least 1")?;
         check(
             limits.outbound_bytes_per_connection_max >= 4096,
             "limits.outbound_bytes_per_connection_max must be at least 4096",

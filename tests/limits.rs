@@ -201,3 +201,34 @@ fn metrics_count_connections_closes_and_queued_frames() {
     assert!(wait_metric(&server, "corecast_connections_accepted_total", 2) >= 2);
     poll_eq("connections", SYNC_TIMEOUT, 1, || metric(&server, "corecast_connections"));
 }
+
+#[test]
+fn api_connections_past_the_shard_limit_are_closed_at_once() {
+    let mut config = ServerConfig::default();
+    config.set("server", "shards", 1);
+    config.set("limits", "api_connections_per_shard_max", 2);
+    let server = Server::start_with(&config);
+    let mut first = HttpConn::connect(server.http);
+    let mut second = HttpConn::connect(server.http);
+    for conn in [&mut first, &mut second] {
+        conn.write(&build_request("GET", "/goim/online/total", &[], b""));
+        assert_eq!(conn.read_response().status, 200);
+    }
+    let mut third = HttpConn::connect(server.http);
+    third.expect_eof(READ_TIMEOUT);
+    drop(first);
+    // A slot frees up when a publisher leaves.
+    assert!(
+        wait_until(SYNC_TIMEOUT, || {
+            // The server may close a refused connection before the request is
+            // written: any panic of the client counts as "not served yet".
+            std::panic::catch_unwind(|| {
+                let mut again = HttpConn::connect(server.http);
+                again.write(&build_request("GET", "/goim/online/total", &[], b""));
+                again.read_response().status == 200
+            })
+            .unwrap_or(false)
+        }),
+        "a new API connection is served once another one closed"
+    );
+}

@@ -17,10 +17,23 @@ use std::time::Duration;
 
 /// Accepts API connections until the task is cancelled at shutdown.
 pub async fn accept(shard: Rc<Shard>, listener: TcpListener) {
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    let open_max = shard.config.limits.api_connections_per_shard_max;
     loop {
         match listener.accept().await {
+            Ok(stream) if open.get() >= open_max => {
+                // Past the bound a publisher is refused at once, never queued.
+                crate::log_warn!("shard {}: API connection limit {open_max} reached, refusing", shard.id);
+                drop(stream);
+            }
             Ok(stream) => {
-                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+                open.set(open.get() + 1);
+                let (shard, open) = (shard.clone(), open.clone());
+                glommio::spawn_local(async move {
+                    serve(shard, stream).await;
+                    open.set(open.get() - 1);
+                })
+                .detach();
             }
             Err(e) => {
                 crate::log_warn!("shard {}: API accept failed: {e}", shard.id);
