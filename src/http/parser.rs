@@ -281,6 +281,37 @@ mod tests {
     }
 
     #[test]
+    fn random_and_mutated_requests_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let valid = b"POST /goim/push/room?operation=1000&type=live&room=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        let mut body = Vec::new();
+        for _ in 0..20_000 {
+            let mut bytes = valid.to_vec();
+            for _ in 0..(next() % 6) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            bytes.truncate((next() as usize) % (bytes.len() + 1));
+            if let Ok(Some(parsed)) = head(&bytes) {
+                assert!(parsed.head_bytes <= bytes.len());
+                assert!(parsed.target_start <= parsed.target_end && parsed.target_end <= bytes.len());
+                if parsed.framing == BodyFraming::Chunked {
+                    if let Ok(Some(used)) = decode_chunked(&bytes[parsed.head_bytes..], BODY_MAX, &mut body) {
+                        assert!(parsed.head_bytes + used <= bytes.len());
+                        assert!(body.len() <= BODY_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn decodes_chunked_bodies_a_byte_at_a_time() {
         let text = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
         let mut body = Vec::new();

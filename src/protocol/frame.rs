@@ -157,6 +157,34 @@ mod tests {
     }
 
     #[test]
+    fn random_and_mutated_input_never_panics_and_never_reads_past_its_end() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 { sample().to_vec() } else { Vec::new() };
+            for _ in 0..(next() % 40) {
+                bytes.push(next() as u8);
+            }
+            if !bytes.is_empty() {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            match decode(&bytes, MAX) {
+                Ok(Some((frame, used))) => {
+                    assert!(used <= bytes.len() && used >= HEADER_BYTES);
+                    assert_eq!(frame.body.len(), used - HEADER_BYTES);
+                }
+                Ok(None) | Err(_) => {}
+            }
+        }
+    }
+
+    #[test]
     fn oversized_and_negative_lengths_are_refused_from_four_bytes() {
         let big = ((HEADER_BYTES + MAX + 1) as i32).to_be_bytes();
         assert!(matches!(decode(&big, MAX), Err(FrameError::BodyTooLarge(_))));
