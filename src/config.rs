@@ -87,6 +87,16 @@ pub struct WssSection {
     pub cert_path: String,
     /// PEM private key.
     pub key_path: String,
+    /// More certificates, chosen by the server name the client asks for (SNI).
+    pub sni: Vec<SniCertificate>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    pub server_name: String,
+    pub cert_path: String,
+    pub key_path: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

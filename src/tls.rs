@@ -6,14 +6,39 @@
 //! go out with MSG_DONTWAIT; what the kernel refuses stays in rustls and is
 //! written on EPOLLOUT), or grow a plaintext buffer past one read's worth.
 
+use crate::config::WssSection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConnection;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-/// Loads the certificate chain and key (PEM files) into a server config.
-pub fn server_config(cert_path: &str, key_path: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+/// Loads the WSS certificates into a server config: the default one, plus
+/// one per server name, chosen by the client's SNI.
+pub fn server_config(wss: &WssSection) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let default = certified_key(&wss.cert_path, &wss.key_path, &provider)?;
+    let mut by_name = HashMap::new();
+    for named in &wss.sni {
+        let key = certified_key(&named.cert_path, &named.key_path, &provider)?;
+        by_name.insert(named.server_name.to_ascii_lowercase(), key);
+    }
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { by_name, default }));
+    Ok(Arc::new(config))
+}
+
+fn certified_key(
+    cert_path: &str,
+    key_path: &str,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| format!("cannot read certificate {cert_path}: {e}"))?
         .collect::<Result<_, _>>()
@@ -22,14 +47,23 @@ pub fn server_config(cert_path: &str, key_path: &str) -> Result<Arc<rustls::Serv
         return Err(format!("no certificate in {cert_path}"));
     }
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| format!("cannot read key {key_path}: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
-    Ok(Arc::new(config))
+    let certified = CertifiedKey::from_der(certs, key, provider)
+        .map_err(|e| format!("certificate {cert_path} and key {key_path} do not match: {e}"))?;
+    Ok(Arc::new(certified))
+}
+
+/// The certificate for the client's server name, else the default one.
+#[derive(Debug)]
+struct SniResolver {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello.server_name().and_then(|name| self.by_name.get(&name.to_ascii_lowercase()));
+        Some(named.unwrap_or(&self.default).clone())
+    }
 }
 
 /// Feeds `ciphertext` to the connection and appends the plaintext it

@@ -11,16 +11,30 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+struct Generated {
+    cert: rcgen::Certificate,
+    signing_key: rcgen::KeyPair,
+}
+
 struct Certificate {
     cert_path: String,
     key_path: String,
 }
 
 fn make_certificate(name: &str) -> Certificate {
+    make_certificate_for(name, &["localhost", "127.0.0.1"])
+}
+
+fn make_certificate_for(name: &str, hosts: &[&str]) -> Certificate {
     let dir = std::env::temp_dir().join(format!("corecast-wss-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("cert dir");
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("generate");
+    // A distinct subject per certificate, so a CA bundle of several tells them apart.
+    let mut params =
+        rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("corecast test {name}"));
+    let signing_key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&signing_key).expect("self-sign");
+    let generated = Generated { cert, signing_key };
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     std::fs::write(&cert_path, generated.cert.pem()).expect("write cert");
@@ -82,4 +96,55 @@ fn a_wss_bind_without_a_certificate_refuses_to_start() {
     let output = Command::new(env!("CARGO_BIN_EXE_corecast")).arg("--config").arg(&path).output().expect("run");
     assert!(!output.status.success(), "must refuse to start");
     assert!(String::from_utf8_lossy(&output.stderr).contains("wss.cert_path"), "says why");
+}
+
+#[test]
+fn the_certificate_is_chosen_by_the_server_name_the_client_asks_for() {
+    let a = make_certificate_for("sni-a", &["a.test"]);
+    let b = make_certificate_for("sni-b", &["b.test"]);
+    let mut config = ServerConfig::default();
+    let mut entry = toml::Table::new();
+    entry.insert("server_name".into(), "b.test".into());
+    entry.insert("cert_path".into(), b.cert_path.as_str().into());
+    entry.insert("key_path".into(), b.key_path.as_str().into());
+    config
+        .set("wss", "bind", "127.0.0.1:0")
+        .set("wss", "cert_path", a.cert_path.as_str())
+        .set("wss", "key_path", a.key_path.as_str())
+        .set("wss", "sni", toml::Value::Array(vec![toml::Value::Table(entry)]));
+    let server = Server::start_with(&config);
+    let wss = server.wss.expect("wss port");
+    let bundle = std::env::temp_dir().join(format!("corecast-wss-{}-bundle.pem", std::process::id()));
+    let both = std::fs::read_to_string(&a.cert_path).expect("a") + &std::fs::read_to_string(&b.cert_path).expect("b");
+    std::fs::write(&bundle, both).expect("bundle");
+    // Python's ssl verifies the host name: a handshake succeeds only when the
+    // server presents the certificate for the name asked for.
+    let script = r#"
+import socket, ssl, sys
+host, port, bundle = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def check(name):
+    context = ssl.create_default_context(cafile=bundle)
+    with socket.create_connection((host, port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname=name):
+                return "ok"
+        except ssl.SSLCertVerificationError:
+            return "mismatch"
+print(check("a.test"), check("b.test"), check("c.test"))
+"#;
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(wss.ip().to_string())
+        .arg(wss.port().to_string())
+        .arg(&bundle)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "ok ok mismatch",
+        "a.test and b.test get their own certificates, c.test the default (a.test's); stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -128,7 +128,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     let (ws, ws_fds) = optional_listeners(&config.ws.bind, shards)?;
     let (wss, wss_fds) = optional_listeners(&config.wss.bind, shards)?;
     let tls_config = match wss {
-        Some(_) => Some(crate::tls::server_config(&config.wss.cert_path, &config.wss.key_path)?),
+        Some(_) => Some(crate::tls::server_config(&config.wss)?),
         None => None,
     };
     block_shutdown_signals()?;
