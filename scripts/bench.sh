@@ -98,6 +98,9 @@ bind = "127.0.0.1:0"
 [http]
 bind = "127.0.0.1:0"
 
+[ws]
+bind = "127.0.0.1:0"
+
 [protocol]
 heartbeat_s = $HB
 EOF
@@ -120,6 +123,7 @@ EOF
     fi
     TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
     HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
+    WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
     sleep 0.2
 }
 
@@ -166,8 +170,10 @@ run() {
     fi
     local pin=()
     [[ $shards == 1 ]] && pin=(taskset -c 1)
-    local out rc
-    out=$(timeout 300 "${pin[@]}" "$GEN" "$@" --tcp "$TCP" --http "$HTTP" --server-pid "$SERVER_PID" \
+    local out rc target=$TCP
+    # The WebSocket idle run connects to the WebSocket port instead.
+    [[ " $* " == *" --websocket "* ]] && target=$WS
+    out=$(timeout 300 "${pin[@]}" "$GEN" "$@" --tcp "$target" --http "$HTTP" --server-pid "$SERVER_PID" \
         --json --label "$label" 2>"$WORK/gen.err")
     rc=$?
     local json
@@ -214,6 +220,8 @@ for n in "${IDLE_NS[@]}"; do
 done
 # The same top N spread over two generator processes (--procs).
 run idle "idle-19000-p2" 1 idle --conns 19000 --procs 2 --rooms 1000 --heartbeat-s "$HB" --hold-s "$HOLD"
+# The same over WebSocket: a WebSocket connection should cost what a TCP one costs.
+run idle "idle-ws-10000" 1 idle --websocket --conns 10000 --rooms 1000 --heartbeat-s "$HB" --hold-s "$HOLD"
 
 # 2. Room fan-out at saturation.
 for c in 1000 10000; do

@@ -26,6 +26,8 @@ pub struct Plan {
     pub rcvbuf: usize,
     /// Receivers poll without sleeping (epoll_wait with timeout 0).
     pub busy_poll: bool,
+    /// Members speak goim over WebSocket.
+    pub websocket: bool,
     /// After sending stops: how long to wait for members to get everything.
     pub wait_ns: u64,
     pub settle_ms: u64,
@@ -70,6 +72,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         accepts: format!("[{}]", plan.pubs.op),
         rcvbuf: plan.rcvbuf,
         busy_poll: plan.busy_poll,
+        websocket: plan.websocket,
     };
     let shared = Arc::new(Shared::default());
     // Member i goes to thread i % threads, in room (i % rooms) + 1.

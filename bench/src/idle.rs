@@ -30,6 +30,8 @@ pub struct IdleOpts {
     pub window: usize,
     pub server_pid: Option<u32>,
     pub connect_timeout_s: u64,
+    /// Speak goim over WebSocket (`--tcp` is then the WebSocket address).
+    pub websocket: bool,
 }
 
 struct Settled {
@@ -54,7 +56,8 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(tcp: SocketAddrV4, n: usize, offset: usize, rooms: usize, heartbeat_s: u64, window: usize) -> Pool {
+    fn start(opts: &IdleOpts, n: usize, offset: usize, window: usize) -> Pool {
+        let (tcp, rooms, heartbeat_s) = (opts.tcp, opts.rooms, opts.heartbeat_s);
         let specs = (0..n)
             .map(|i| {
                 let g = offset + i;
@@ -76,6 +79,7 @@ impl Pool {
             accepts: "[1000]".into(),
             rcvbuf: 0,
             busy_poll: false,
+            websocket: opts.websocket,
         };
         let shared = Arc::new(Shared::default());
         let handle = members::spawn(specs, cfg, shared.clone());
@@ -108,7 +112,7 @@ impl Pool {
 pub fn child(opts: &IdleOpts, offset: usize) -> Result<(), String> {
     sys::raise_nofile();
     let start = sys::now_ns();
-    let pool = Pool::start(opts.tcp, opts.conns, offset, opts.rooms, opts.heartbeat_s, opts.window);
+    let pool = Pool::start(opts, opts.conns, offset, opts.window);
     let (authed, failed) = pool.settle(opts.connect_timeout_s);
     // Settle is polled every 2 ms: the last auth happened just before this.
     let last_auth = sys::now_ns();
@@ -143,7 +147,7 @@ pub fn run(opts: &IdleOpts) -> Result<Report, String> {
     let mut local: Option<Pool> = None;
     let mut kids = Vec::new();
     if procs == 1 {
-        let pool = Pool::start(opts.tcp, opts.conns, 0, opts.rooms, opts.heartbeat_s, opts.window);
+        let pool = Pool::start(opts, opts.conns, 0, opts.window);
         let (authed, failed) = pool.settle(opts.connect_timeout_s);
         settled = Settled { authed, failed, first_connect_ns: t0, last_auth_ns: sys::now_ns() };
         local = Some(pool);
@@ -161,6 +165,7 @@ pub fn run(opts: &IdleOpts) -> Result<Report, String> {
                 .args(["--rooms", &opts.rooms.to_string(), "--heartbeat-s", &opts.heartbeat_s.to_string()])
                 .args(["--connect-window", &(opts.window / procs).max(1).to_string()])
                 .args(["--connect-timeout-s", &opts.connect_timeout_s.to_string()])
+                .args(if opts.websocket { &["--websocket"][..] } else { &[][..] })
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

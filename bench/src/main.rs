@@ -30,6 +30,7 @@ common flags:
 
 idle        hold N authenticated, heartbeating connections (scenario 1)
   --conns N (2000)  --rooms R (1000)  --procs K (1)  --hold-s S (5)  --settle-ms MS (1000)
+  --websocket (goim over WebSocket; --tcp is then the WebSocket address)
 
 fanout      room pushes to members (scenarios 2, 3, 4)
   --members-per-room C (1000)  --rooms R (1)  --rate PUSHES_PER_S (0 = saturate)
@@ -129,6 +130,7 @@ fn cmd_idle(a: &Args) -> Outcome {
         window: c.window,
         server_pid: c.server_pid,
         connect_timeout_s: c.connect_timeout_s,
+        websocket: a.flag("websocket"),
     };
     let child = a.flag("child");
     let offset: usize = a.get("offset", 0)?;
@@ -164,6 +166,7 @@ fn plan(
         window: c.window,
         rcvbuf: a.get("rcvbuf", 0)?,
         busy_poll: a.flag("busy-poll"),
+        websocket: false,
         wait_ns: (a.get("wait-s", default_wait_s)? * 1e9) as u64,
         settle_ms: a.get("settle-ms", 300)?,
         server_pid: c.server_pid,

@@ -45,6 +45,8 @@ pub struct PoolConfig {
     /// Poll without sleeping: a receiver that never sleeps is never woken,
     /// which takes the wake-up cost off the server's sends on loopback.
     pub busy_poll: bool,
+    /// goim over WebSocket: upgrade first, frames in masked binary messages.
+    pub websocket: bool,
 }
 
 pub struct MemberSpec {
@@ -111,6 +113,9 @@ struct Member {
     state: u8,
     lost: bool,
     carry: Vec<u8>,
+    /// WebSocket only: the 101 response was seen; bytes of an incomplete message.
+    ws_open: bool,
+    ws_raw: Vec<u8>,
     next: Box<[u64]>,
     received: u64,
     out_of_order: u64,
@@ -170,6 +175,8 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
             state: NEW,
             lost: false,
             carry: Vec::new(),
+            ws_open: false,
+            ws_raw: Vec::new(),
             next: vec![0u64; cfg.publishers.max(1)].into_boxed_slice(),
             received: 0,
             out_of_order: 0,
@@ -193,7 +200,7 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
             errors.push(e);
         }
     }
-    let heartbeat = frame(OP_HEARTBEAT, 2, &[]);
+    let heartbeat = if cfg.websocket { ws_message(&frame(OP_HEARTBEAT, 2, &[])) } else { frame(OP_HEARTBEAT, 2, &[]) };
     let mut buf = vec![0u8; READ_BUF];
     let mut events = sys::empty_events(1024);
     let mut hbq: VecDeque<(u64, u32)> = VecDeque::new();
@@ -265,7 +272,13 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
                         kill!(i, format!("connect: {}", sys::strerror(err)));
                         continue;
                     }
-                    let auth = auth_frame(&specs[i], &cfg.accepts);
+                    let auth = if cfg.websocket {
+                        let mut bytes = UPGRADE.to_vec();
+                        bytes.extend(ws_message(&auth_frame(&specs[i], &cfg.accepts)));
+                        bytes
+                    } else {
+                        auth_frame(&specs[i], &cfg.accepts)
+                    };
                     match sys::write(fd, &auth) {
                         Io::Done(w) if w == auth.len() => {
                             members[i].state = AUTHING;
@@ -284,7 +297,12 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
                             Io::Done(r) => {
                                 let now = sys::now_ns();
                                 let m = &mut members[i];
-                                match on_data(&mut st, m, &buf[..r], now) {
+                                let parsed = if cfg.websocket {
+                                    on_ws_data(&mut st, m, &buf[..r], now)
+                                } else {
+                                    on_data(&mut st, m, &buf[..r], now)
+                                };
+                                match parsed {
                                     Ok(auth_replies) => {
                                         if auth_replies > 0 && m.state == AUTHING {
                                             m.state = READY;
@@ -296,7 +314,7 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
                                                 // queue stays ordered by due time.
                                                 if cfg.heartbeat_now {
                                                     match sys::write(fd, &heartbeat) {
-                                                        Io::Done(16) => hb_sent += 1,
+                                                        Io::Done(w) if w == heartbeat.len() => hb_sent += 1,
                                                         _ => note(
                                                             &mut errors,
                                                             format!("member {i}: heartbeat write failed"),
@@ -344,7 +362,7 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
                     continue;
                 }
                 match sys::write(members[i].fd, &heartbeat) {
-                    Io::Done(16) => hb_sent += 1,
+                    Io::Done(w) if w == heartbeat.len() => hb_sent += 1,
                     _ => note(&mut errors, format!("member {i}: heartbeat write failed")),
                 }
                 hbq.push_back((due + cfg.heartbeat_ns, i as u32));
@@ -387,6 +405,72 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
         foreign_frames: st.foreign_frames,
         errors,
     }
+}
+
+/// The WebSocket upgrade request every member sends.
+const UPGRADE: &[u8] = b"GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// One goim frame as a masked binary client message (an all-zero mask: the
+/// bytes stay as they are, which RFC 6455 allows).
+fn ws_message(goim: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x82];
+    if goim.len() < 126 {
+        out.push(0x80 | goim.len() as u8);
+    } else {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(goim.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(goim);
+    out
+}
+
+/// WebSocket bytes: skips the 101 response, then hands every binary
+/// message's payload (goim frames) to `on_data`.
+fn on_ws_data(st: &mut Stats, m: &mut Member, data: &[u8], now: u64) -> Result<u32, String> {
+    let mut raw = std::mem::take(&mut m.ws_raw);
+    raw.extend_from_slice(data);
+    let mut pos = 0;
+    if !m.ws_open {
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            m.ws_raw = raw;
+            return Ok(0);
+        };
+        if !raw.starts_with(b"HTTP/1.1 101") {
+            return Err(format!("upgrade refused: {:?}", String::from_utf8_lossy(&raw[..end])));
+        }
+        m.ws_open = true;
+        pos = end + 4;
+    }
+    let mut auths = 0;
+    while raw.len() - pos >= 2 {
+        let (opcode, len7) = (raw[pos] & 0x0f, (raw[pos + 1] & 0x7f) as usize);
+        let (len, header) = match len7 {
+            126 if raw.len() - pos >= 4 => (u16::from_be_bytes([raw[pos + 2], raw[pos + 3]]) as usize, 4),
+            127 if raw.len() - pos >= 10 => {
+                (u64::from_be_bytes(raw[pos + 2..pos + 10].try_into().unwrap_or([0; 8])) as usize, 10)
+            }
+            126 | 127 => break,
+            n => (n, 2),
+        };
+        if len > FRAME_MAX {
+            return Err(format!("WebSocket message of {len} bytes"));
+        }
+        if raw.len() - pos < header + len {
+            break;
+        }
+        let payload = &raw[pos + header..pos + header + len];
+        match opcode {
+            2 => auths += on_data(st, m, payload, now)?,
+            8 => return Err("WebSocket close from server".into()),
+            _ => {}
+        }
+        pos += header + len;
+    }
+    raw.drain(..pos);
+    m.ws_raw = raw;
+    Ok(auths)
 }
 
 /// Feeds bytes read from a member's socket; returns how many auth replies
@@ -494,6 +578,8 @@ mod tests {
             state: READY,
             lost: false,
             carry: Vec::new(),
+            ws_open: false,
+            ws_raw: Vec::new(),
             next: vec![0; publishers].into_boxed_slice(),
             received: 0,
             out_of_order: 0,
@@ -521,6 +607,23 @@ mod tests {
         body[8..12].copy_from_slice(&publisher.to_be_bytes());
         body[12..20].copy_from_slice(&sent.to_be_bytes());
         frame(1000, 0, &body)
+    }
+
+    #[test]
+    fn websocket_messages_are_unwrapped_after_the_101() {
+        let mut st = stats();
+        let mut m = member(1);
+        let mut stream = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        let reply = frame(OP_AUTH_REPLY, 1, &[]);
+        stream.extend_from_slice(&[0x82, reply.len() as u8]);
+        stream.extend_from_slice(&reply);
+        let mut auths = 0;
+        for piece in stream.chunks(5) {
+            auths += on_ws_data(&mut st, &mut m, piece, 1_000).unwrap();
+        }
+        assert_eq!(auths, 1);
+        assert!(m.ws_open && m.ws_raw.is_empty());
+        assert!(on_ws_data(&mut st, &mut member(1), b"HTTP/1.1 404 Not Found\r\n\r\n", 0).is_err());
     }
 
     #[test]
