@@ -70,7 +70,10 @@ impl Directory {
 
     pub fn remove_mid(&mut self, mid: i64, conn: ConnRef) {
         if let Some(conns) = self.mids.get_mut(&mid) {
-            conns.retain(|c| *c != conn);
+            // Order within a mid does not matter: swap-remove, no shifting.
+            if let Some(index) = conns.iter().position(|c| *c == conn) {
+                conns.swap_remove(index);
+            }
             if conns.is_empty() {
                 self.mids.remove(&mid);
             }
