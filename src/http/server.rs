@@ -46,8 +46,15 @@ pub async fn accept(shard: Rc<Shard>, listener: TcpListener) {
 /// What the parsing pass decided about the connection.
 enum Next {
     ReadMore,
+    /// The answers reached `OUTPUT_BYTES_MAX`: write them, then answer the
+    /// requests still waiting in the input before reading more.
+    WriteFirst,
     Close,
 }
+
+/// Answers gathered before they are written (pipelined requests share the
+/// write up to this size).
+const OUTPUT_BYTES_MAX: usize = 1 << 20;
 
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -58,7 +65,13 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     loop {
         let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent);
         if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
+            // A publisher that does not read its answers is dropped after the idle timeout.
+            let written = futures_lite::future::or(async { stream.write_all(&output).await.is_ok() }, async {
+                glommio::timer::sleep(idle).await;
+                false
+            })
+            .await;
+            if !written {
                 return;
             }
             output.clear();
@@ -66,9 +79,13 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 output = Vec::new();
             }
         }
-        if let Next::Close = next {
-            let _ = stream.close().await;
-            return;
+        match next {
+            Next::Close => {
+                let _ = stream.close().await;
+                return;
+            }
+            Next::WriteFirst => continue,
+            Next::ReadMore => {}
         }
         shard.outgoing.wait_drained().await;
         // Reads and writes that complete at once do not yield: give the
@@ -112,6 +129,9 @@ fn answer_complete_requests(
     let next = loop {
         if pos == input.len() {
             break Next::ReadMore;
+        }
+        if output.len() >= OUTPUT_BYTES_MAX {
+            break Next::WriteFirst;
         }
         let head =
             match parser::parse_head(&input[pos..], limits.request_header_bytes_max, limits.request_body_bytes_max) {

@@ -20,6 +20,10 @@ use std::time::Duration;
 
 /// Broadcast walks are throttled in steps of this length.
 const BROADCAST_STEP_MS: u64 = 10;
+/// Throttled broadcast walks running at once on one shard. Past it a
+/// broadcast goes out unthrottled (and a warning says so): a publisher
+/// cannot pile up slow walks, each holding its message, without bound.
+const THROTTLED_WALKS_MAX: usize = 16;
 
 impl Shard {
     /// Applies one message from another shard (or from this one).
@@ -126,11 +130,19 @@ impl Shard {
 
     fn deliver_all(&self, op: i32, frame: Bytes, conns_per_s: u32) {
         let payload = Payload::new(Rc::new(frame), 1);
-        if conns_per_s == 0 {
+        let walks = &self.throttled_walks;
+        if conns_per_s > 0 && walks.get() >= THROTTLED_WALKS_MAX {
+            crate::log_warn!(
+                "shard {}: {THROTTLED_WALKS_MAX} throttled broadcasts running; this one goes out at once",
+                self.id
+            );
+        }
+        if conns_per_s == 0 || walks.get() >= THROTTLED_WALKS_MAX {
             let slots = self.state.borrow().conns.slot_count();
             self.deliver_all_slots(op, &payload, 0, slots);
             return;
         }
+        walks.set(walks.get() + 1);
         // A throttled walk: about `conns_per_s` slots a second, in steps.
         let shard = crate::shard::runtime::current();
         let step = ((conns_per_s as u64 * BROADCAST_STEP_MS / 1000).max(1)) as u32;
@@ -140,6 +152,7 @@ impl Shard {
             loop {
                 let slots = shard.state.borrow().conns.slot_count();
                 if next >= slots || shard.stopping.get() {
+                    shard.throttled_walks.set(shard.throttled_walks.get() - 1);
                     return;
                 }
                 let end = next.saturating_add(step).min(slots);

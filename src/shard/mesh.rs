@@ -19,6 +19,9 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// How often a publisher waiting for the mesh to drain looks again.
+const DRAIN_POLL_MS: u64 = 1;
+
 /// Batches in flight on one mesh channel before a sender task waits.
 pub const MESH_CHANNEL_BATCHES: usize = 64;
 
@@ -91,7 +94,6 @@ pub struct Outgoing {
     signals: Vec<Signal>,
     pending_messages: Cell<usize>,
     pending_messages_max: usize,
-    drained: Signal,
 }
 
 impl Outgoing {
@@ -101,7 +103,6 @@ impl Outgoing {
             signals: (0..shards).map(|_| Signal::default()).collect(),
             pending_messages: Cell::new(0),
             pending_messages_max,
-            drained: Signal::default(),
         }
     }
 
@@ -118,9 +119,11 @@ impl Outgoing {
         self.pending_messages.get() > self.pending_messages_max
     }
 
+    /// Several publishers may wait at once, so this polls instead of
+    /// keeping one waker per waiter; it only runs while congested.
     pub async fn wait_drained(&self) {
         while self.congested() {
-            self.drained.wait().await;
+            glommio::timer::sleep(std::time::Duration::from_millis(DRAIN_POLL_MS)).await;
         }
     }
 
@@ -143,9 +146,6 @@ pub fn spawn_senders(outgoing: Rc<Outgoing>, senders: Rc<Senders<Batch>>) {
             loop {
                 outgoing.signals[peer].wait().await;
                 let batch = outgoing.take(peer);
-                if !outgoing.congested() {
-                    outgoing.drained.raise();
-                }
                 if batch.is_empty() {
                     continue;
                 }

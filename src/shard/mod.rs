@@ -110,6 +110,8 @@ pub struct Shard {
     pub conns_max: usize,
     /// The epoll set of this shard's client sockets (see `poller`).
     pub epoll_fd: Cell<i32>,
+    /// Throttled `push/all` walks running on this shard.
+    pub throttled_walks: Cell<usize>,
     started: Instant,
     /// Registrations waiting for the directory: ack id → (connection, acks left).
     acks: RefCell<HashMap<u64, (ConnRef, u32)>>,
@@ -150,6 +152,7 @@ impl Shard {
             tls_config: None,
             conns_max,
             epoll_fd: Cell::new(-1),
+            throttled_walks: Cell::new(0),
             started: Instant::now(),
             acks: RefCell::new(HashMap::new()),
             next_ack_id: Cell::new(1),

@@ -42,6 +42,10 @@ impl Outbox {
 
     /// Queues `chunk` unless that would exceed `bytes_max`.
     pub fn push(&mut self, chunk: Chunk, bytes_max: usize) -> Queued {
+        if chunk.is_empty() {
+            // Nothing to write; an empty chunk would never be consumed.
+            return Queued::Ok;
+        }
         if self.queued_bytes + chunk.len() > bytes_max && !self.chunks.is_empty() {
             return Queued::Full;
         }
@@ -112,6 +116,13 @@ mod tests {
         outbox.consume(7);
         assert!(outbox.is_empty());
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn an_empty_chunk_is_never_queued() {
+        let mut outbox = Outbox::default();
+        assert_eq!(outbox.push(chunk(b""), 100), Queued::Ok);
+        assert!(outbox.is_empty());
     }
 
     #[test]

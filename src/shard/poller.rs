@@ -332,6 +332,10 @@ fn send_tls_records(shard: &Shard, conn: ConnRef) {
                 session.write_blocked = true;
                 Some(fd)
             }
+            crate::tls::Records::Broken => {
+                state.close(conn, CloseReason::IoError);
+                None
+            }
             _ => None,
         }
     };

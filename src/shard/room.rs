@@ -82,9 +82,15 @@ impl Rooms {
     }
 
     /// Takes the rooms with pending frames: (room, frames, member slots).
+    /// Rooms with nothing pending are skipped: a room emptied and joined
+    /// again within one pass is still listed in `dirty` (once or twice) with
+    /// its old pushes gone, and an empty batch must never reach an outbox.
     pub fn take_pending(&mut self, mut each: impl FnMut(&[Bytes], &[u32])) {
         for key in std::mem::take(&mut self.dirty) {
             if let Some(entry) = self.map.get_mut(&key) {
+                if entry.pending.is_empty() {
+                    continue;
+                }
                 let frames = std::mem::take(&mut entry.pending);
                 each(&frames, &entry.members);
             }
@@ -109,6 +115,22 @@ mod tests {
         assert_eq!(rooms.leave("live://1", 1, 11), None);
         assert_eq!(rooms.leave("live://1", 0, 12), None);
         assert!(rooms.is_empty());
+    }
+
+    #[test]
+    fn a_room_emptied_and_joined_again_in_one_pass_yields_no_empty_batch() {
+        let mut rooms = Rooms::default();
+        rooms.join("live://1", 1);
+        assert!(rooms.push("live://1", Bytes::from_static(b"a")));
+        assert_eq!(rooms.leave("live://1", 0, 1), None);
+        rooms.join("live://1", 2);
+        let mut seen = Vec::new();
+        rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
+        assert!(seen.is_empty(), "the old push went with the old room: {seen:?}");
+        // Joined again and pushed to again: listed twice in `dirty`, delivered once.
+        assert!(rooms.push("live://1", Bytes::from_static(b"b")));
+        rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
+        assert_eq!(seen, vec![(1, vec![2])]);
     }
 
     #[test]

@@ -167,6 +167,11 @@ fn enqueue_control(shard: &Shard, conn: ConnRef, message: Vec<u8>) {
 fn send_now(shard: &Shard, conn: ConnRef, bytes: &[u8]) -> bool {
     let mut state = shard.state.borrow_mut();
     let Some(session) = state.conns.get_mut(conn) else { return false };
+    if !session.outbox.is_empty() {
+        // Part of a message may be on the wire already: a close frame now
+        // would land inside it. The connection closes without one.
+        return false;
+    }
     if let Some(tls) = session.tls.as_mut() {
         // On WSS the bytes go through TLS; records the kernel refuses now
         // stay in rustls and leave with the next write.
