@@ -232,3 +232,32 @@ fn api_connections_past_the_shard_limit_are_closed_at_once() {
         "a new API connection is served once another one closed"
     );
 }
+
+#[test]
+fn publishers_waiting_for_a_congested_mesh_all_get_their_answers() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "mesh_pending_messages_max", 16);
+    let server = Server::start_with(&config);
+    let publishers: Vec<_> = (0..6)
+        .map(|p| {
+            let http = server.http;
+            thread::spawn(move || {
+                let mut conn = HttpConn::connect(http);
+                for round in 0..10 {
+                    let mut bytes = Vec::new();
+                    for n in 0..100 {
+                        let path = format!("/goim/push/keys?operation=1000&keys=k{p}-{round}-{n}&keys=other-{n}");
+                        bytes.extend(build_request("POST", &path, &[], b"x"));
+                    }
+                    conn.write(&bytes);
+                    for _ in 0..100 {
+                        assert_push_ok(&conn.read_response(), "key push under mesh congestion");
+                    }
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().expect("every publisher gets all of its answers");
+    }
+}
