@@ -275,3 +275,24 @@ fn sigterm_exits_with_success_and_closes_client_connections() {
     first.expect_eof(Duration::from_secs(1));
     second.expect_eof(Duration::from_secs(1));
 }
+
+#[test]
+fn a_second_server_on_a_port_in_use_refuses_to_start() {
+    // A free port, then a first server on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port();
+    let mut config = common::ServerConfig::default();
+    config.set("tcp", "bind", format!("127.0.0.1:{port}"));
+    let _first = Server::start_with(&config);
+    let dir = std::env::temp_dir().join(format!("corecast-port-in-use-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("corecast.toml");
+    std::fs::write(&path, config.to_toml()).expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run the second server");
+    assert!(!output.status.success(), "the second server must not share the port");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already in use"), "says why: {stderr}");
+}

@@ -68,6 +68,15 @@ pub fn raise_open_file_limit() -> u64 {
 
 /// Creates one listening socket per shard on the same address.
 fn listeners(addr: SocketAddr, shards: usize) -> Result<(SocketAddr, Vec<RawFd>), String> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let this process share the port with another
+        // one bound the same way (a second corecast, say) and split the
+        // clients between them: refuse to start unless the port is free.
+        let probe = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+            .map_err(|e| format!("socket: {e}"))?;
+        probe.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+        probe.bind(&addr.into()).map_err(|e| format!("{addr} is already in use by another process: {e}"))?;
+    }
     let mut fds = Vec::with_capacity(shards);
     let mut bound = addr;
     for _ in 0..shards {
