@@ -32,5 +32,7 @@ pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod shard;
+#[cfg(test)]
+pub(crate) mod test_rng;
 pub mod tls;
 pub mod ws;

@@ -282,13 +282,8 @@ mod tests {
 
     #[test]
     fn random_and_mutated_requests_never_panic() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::XorShift(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let valid = b"POST /goim/push/room?operation=1000&type=live&room=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         let mut body = Vec::new();
         for _ in 0..20_000 {

@@ -158,13 +158,8 @@ mod tests {
 
     #[test]
     fn random_and_mutated_input_never_panics_and_never_reads_past_its_end() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         for round in 0..20_000 {
             let mut bytes = if round % 2 == 0 { sample().to_vec() } else { Vec::new() };
             for _ in 0..(next() % 40) {

@@ -25,10 +25,6 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -23,10 +23,6 @@ impl Wheel {
         Wheel { buckets: (0..horizon_ticks as usize + 2).map(|_| Vec::new()).collect(), now_tick: 0 }
     }
 
-    pub fn now_tick(&self) -> u32 {
-        self.now_tick
-    }
-
     /// Files `conn` under `deadline_tick` (clamped into the wheel's horizon).
     pub fn insert(&mut self, conn: ConnRef, deadline_tick: u32) {
         let horizon = self.buckets.len() as u32 - 1;

@@ -121,10 +121,6 @@ impl Decoder {
         Decoder { message_bytes_max, partial: None }
     }
 
-    pub fn message_bytes_max(&self) -> usize {
-        self.message_bytes_max
-    }
-
     /// The most input bytes one frame can take: a read buffer this large
     /// never has to grow to decode any accepted frame.
     pub fn frame_bytes_max(&self) -> usize {
@@ -805,16 +801,7 @@ mod tests {
         }
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::test_rng::XorShift;
 
     #[test]
     fn random_bytes_never_panic() {

@@ -538,13 +538,8 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::XorShift(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let config = UpgradeLimits { header_bytes_max: 512, allowed_origins: vec!["x".to_string()], ..limits() };
         let valid = request_with("GET /sub HTTP/1.1", "Origin: x\r\n");
         for _ in 0..20_000 {
