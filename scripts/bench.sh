@@ -181,7 +181,7 @@ run() {
     if [[ $rc == 0 && -n $json ]]; then
         printf '{"section":"%s","shards":%s,"server_config":"%s",%s\n' \
             "$section" "$shards" "$SERVER_CONFIG" "${json#\{}" >>"$RESULTS"
-        grep -E '^  (authed|requests_per_s|delivered_per_s|deliveries_per_server_cpu_s|requests_per_server_cpu_s|missing|out_of_order|members_closed|lat_p99_us|last_recv_ms|connects_per_s|rss_per_conn_bytes|gen_limited|errors) ' \
+        grep -E '^  (authed|requests_per_s|reply_p99_us|server_cpu_us_per_request|inversions|delivered_per_s|deliveries_per_server_cpu_s|requests_per_server_cpu_s|missing|out_of_order|members_closed|lat_p99_us|last_recv_ms|connects_per_s|rss_per_conn_bytes|gen_limited|errors) ' \
             "$WORK/gen.err" >&2
         local errs
         errs=$(grep -o '"errors":"[^"]\+"' <<<"$json" | sed 's/^"errors":"//; s/"$//')
@@ -278,6 +278,10 @@ for mode in "${SCALE_API_MODES[@]}"; do
             --duration-s "$DUR" --heartbeat-s "$HB"
     done
 done
+
+# 8. Sequential: one request at a time, a new connection per request (a simple
+# back end), one member checking every push arrives and in order.
+run sequential sequential-s2 2 sequential --members 1 --duration-s "$DUR" --heartbeat-s "$HB"
 
 ELAPSED=$(($(date +%s) - T_START))
 {

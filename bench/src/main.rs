@@ -8,6 +8,7 @@ mod markdown;
 mod members;
 mod publishers;
 mod report;
+mod sequential;
 mod sys;
 
 use args::Args;
@@ -16,7 +17,7 @@ use report::Report;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: corecast-bench <idle|fanout|api|broadcast> [flags]
+usage: corecast-bench <idle|fanout|api|broadcast|sequential|report> [flags]
 
 common flags:
   --tcp ADDR            goim TCP address (default 127.0.0.1:3101)
@@ -44,6 +45,11 @@ api         push API request rate with one member receiving (scenario 5)
 broadcast   one push/all to N connections (scenario 6)
   --conns N (19000)  --speed S (0)  --rooms R (1000)  --wait-s S (max(10, 3 N/speed))
 
+sequential  one publisher, one push/room at a time, a new connection per request
+            (Connection: close), members in the room check every push arrives in order
+  --duration-s S (10)  --body-bytes B (64)  --members N (1; 0 = none)  --room ID (1)
+  --timeout-s S (5; per request)  --wait-s S (5)  --settle-ms MS (300)
+
 report      write the Markdown report from collected JSON lines (used by scripts/bench.sh)
   --results FILE  --meta FILE (key<TAB>value lines)  --out FILE
 ";
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         "fanout" => cmd_fanout(&args),
         "api" => cmd_api(&args),
         "broadcast" => cmd_broadcast(&args),
+        "sequential" => cmd_sequential(&args),
         "report" => cmd_report(&args),
         other => return usage_error(&format!("unknown subcommand {other:?}")),
     };
@@ -266,6 +273,31 @@ fn cmd_broadcast(a: &Args) -> Outcome {
         r.opt_num("speed_ratio", last_s.map(|s| s / expected_s));
     }
     Ok(Some((labelled(r, &c), c.json)))
+}
+
+fn cmd_sequential(a: &Args) -> Outcome {
+    let c = common(a)?;
+    let room: u32 = a.get("room", 1)?;
+    if room == 0 {
+        return Err("--room must be at least 1".into());
+    }
+    let opts = sequential::SeqOpts {
+        tcp: c.tcp,
+        http: c.http,
+        members: a.get("members", 1)?,
+        room,
+        body_bytes: body_bytes(a)?,
+        duration_ns: (a.get("duration-s", 10.0)? * 1e9) as u64,
+        timeout_ns: (a.get("timeout-s", 5.0)? * 1e9) as u64,
+        heartbeat_s: c.heartbeat_s,
+        window: c.window,
+        wait_ns: (a.get("wait-s", 5.0)? * 1e9) as u64,
+        settle_ms: a.get("settle-ms", 300)?,
+        server_pid: c.server_pid,
+        connect_timeout_s: c.connect_timeout_s,
+    };
+    a.finish()?;
+    Ok(Some((labelled(sequential::run(&opts)?, &c), c.json)))
 }
 
 fn labelled(mut r: Report, c: &Common) -> Report {

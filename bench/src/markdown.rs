@@ -532,6 +532,39 @@ pub fn render(results: &str, meta: &str) -> Result<String, String> {
     }
     o.push('\n');
 
+    let rows8 = section("sequential");
+    heading(
+        &mut o,
+        "8. Sequential pushes, a new connection per request",
+        &rows8,
+        "What a simple back end does: one publisher, one request at a time, each on a new connection \
+         (`POST /goim/push/room`, 64-byte body, `Connection: close`; full reply read and checked for HTTP \
+         200 and `\"code\":0`). Reply latency: connect start to full reply. Server CPU per request: first \
+         request until the members got every push. Inversions: pushes a member got after a later one.",
+    );
+    table(
+        &mut o,
+        &rows8,
+        &[
+            col!("run", "label"),
+            col!("shards", "shards"),
+            col!("members", "members"),
+            col!("requests /s", "requests_per_s"),
+            col!("reply p50 µs", "reply_p50_us"),
+            col!("p90 µs", "reply_p90_us"),
+            col!("p99 µs", "reply_p99_us"),
+            col!("max µs", "reply_max_us"),
+            col!("server CPU µs / request", "server_cpu_us_per_request"),
+            col!("server CPU %", "server_cpu_pct"),
+            col!("errors", "errors_total"),
+            col!("missing", "missing"),
+            col!("inversions", "inversions"),
+            col!("push→recv p99 ms", ms "lat_p99_us"),
+            col!("gen limited", "gen_limited"),
+            col!("server / gen runqueue wait s", "runq"),
+        ],
+    );
+
     let notes = m("notes");
     if notes != "–" && !notes.is_empty() {
         let _ = writeln!(o, "## Notes from the run\n");

@@ -126,11 +126,11 @@ fn heads(cfg: &PubConfig) -> Vec<Vec<u8>> {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn content_length(head: &[u8]) -> Option<usize> {
+pub fn content_length(head: &[u8]) -> Option<usize> {
     for line in head.split(|&b| b == b'\n') {
         if line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:") {
             let v = std::str::from_utf8(&line[15..]).ok()?.trim();

@@ -289,6 +289,16 @@ pub fn rusage_s(children: bool) -> f64 {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
+/// User + system CPU seconds of the calling thread (RUSAGE_THREAD).
+pub fn thread_cpu_s() -> f64 {
+    // SAFETY: zeroed rusage is a valid out buffer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 /// utime + stime of a process in seconds, from /proc/PID/stat.
 pub fn proc_cpu_s(pid: u32) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
