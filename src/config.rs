@@ -150,6 +150,27 @@ impl Default for LimitsSection {
     }
 }
 
+/// Room history (positions.md section 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    /// Pushes kept per room; 0 keeps none (offsets and positions still work).
+    pub pushes_per_room_max: usize,
+    /// How long a push is kept.
+    pub age_max_s: u64,
+    /// Bytes of history in the whole process (frames plus bookkeeping),
+    /// divided evenly between the shards; past it the oldest pushes go first.
+    pub bytes_max: usize,
+    /// Default and maximum `limit` of GET /goim/room/history.
+    pub api_limit_max: u32,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        HistorySection { pushes_per_room_max: 100, age_max_s: 300, bytes_max: 64 << 20, api_limit_max: 100 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSection {
@@ -209,6 +230,7 @@ pub struct Config {
     pub demo: DemoSection,
     pub protocol: ProtocolSection,
     pub limits: LimitsSection,
+    pub history: HistorySection,
     pub node: NodeSection,
     pub backoff: BackoffSection,
 }
@@ -259,6 +281,8 @@ impl Config {
             "limits.outbound_bytes_per_connection_max must be at least 4096",
         )?;
         check(limits.mesh_pending_messages_max >= 16, "limits.mesh_pending_messages_max must be at least 16")?;
+        check(self.history.api_limit_max >= 1, "history.api_limit_max must be at least 1")?;
+        check(self.history.pushes_per_room_max <= 1 << 20, "history.pushes_per_room_max must be at most 1048576")?;
         check(self.protocol.heartbeat_s >= 1, "protocol.heartbeat_s must be at least 1")?;
         check(self.protocol.heartbeat_max >= 1, "protocol.heartbeat_max must be at least 1")?;
         check(self.protocol.handshake_timeout_ms >= 1, "protocol.handshake_timeout_ms must be at least 1")?;

@@ -7,6 +7,7 @@
 //! loop when a total can be added once.
 
 use crate::shard::close::CloseReason;
+use crate::shard::sequencer::Refusal;
 use std::fmt::Write;
 
 /// Counters of one shard.
@@ -24,6 +25,16 @@ pub struct Stats {
     pub frames_queued: u64,
     /// `sendmsg` calls made by the flusher.
     pub writes: u64,
+    /// Room pushes given an offset by this shard's sequencer.
+    pub pushes_sequenced: u64,
+    /// Recoveries answered with the whole missed range.
+    pub recoveries_served: u64,
+    /// Recoveries refused, by `Refusal`.
+    pub recoveries_refused: [u64; Refusal::ALL.len()],
+    /// Gauge: bytes of history held by this shard's sequencer.
+    pub history_bytes: u64,
+    /// Gauge: pushes kept in this shard's history.
+    pub history_pushes: u64,
 }
 
 impl Stats {
@@ -36,6 +47,13 @@ impl Stats {
         self.dropped_messages += other.dropped_messages;
         self.frames_queued += other.frames_queued;
         self.writes += other.writes;
+        self.pushes_sequenced += other.pushes_sequenced;
+        self.recoveries_served += other.recoveries_served;
+        for (total, count) in self.recoveries_refused.iter_mut().zip(other.recoveries_refused.iter()) {
+            *total += count;
+        }
+        self.history_bytes += other.history_bytes;
+        self.history_pushes += other.history_pushes;
     }
 }
 
@@ -77,6 +95,35 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         stats.frames_queued,
     );
     metric("corecast_writes_total", "counter", "Coalesced socket writes by the flushers.", stats.writes);
+    metric(
+        "corecast_room_pushes_sequenced_total",
+        "counter",
+        "Room pushes given an offset by their room's sequencer.",
+        stats.pushes_sequenced,
+    );
+    metric(
+        "corecast_history_bytes",
+        "gauge",
+        "Bytes held by room histories (kept frames and bookkeeping).",
+        stats.history_bytes,
+    );
+    metric("corecast_history_pushes", "gauge", "Pushes kept in room histories.", stats.history_pushes);
+    metric(
+        "corecast_recoveries_served_total",
+        "counter",
+        "Recoveries answered with every missed push.",
+        stats.recoveries_served,
+    );
+    out.push_str("# HELP corecast_recoveries_refused_total Recoveries refused (recovered false), by reason.\n");
+    out.push_str("# TYPE corecast_recoveries_refused_total counter\n");
+    for refusal in Refusal::ALL {
+        let _ = writeln!(
+            out,
+            "corecast_recoveries_refused_total{{reason=\"{}\"}} {}",
+            refusal.name(),
+            stats.recoveries_refused[refusal.index()]
+        );
+    }
     out.push_str("# HELP corecast_connections_closed_total Client connections closed, by reason.\n");
     out.push_str("# TYPE corecast_connections_closed_total counter\n");
     for reason in CloseReason::ALL {

@@ -2,14 +2,80 @@
 //!
 //! Owns: goim's exact API behaviour (goim-compat.md section 5): HTTP 200 with
 //! `{"code","message","data"}`; -400 for bad parameters; parameters from the
-//! query only; the body is the pushed message as bytes. Must never: await
-//! (a request is answered from this shard's state and queues its pushes).
+//! query only; the body is the pushed message as bytes; and corecast's
+//! history API (positions.md section 5). Must never: await while handling
+//! (a request is answered from this shard's state or starts its pushes and
+//! returns a `Later`, which the connection loop awaits).
 
 use super::parser::Method;
 use super::query::Query;
-use super::response::{self, envelope, push_string, OK, REQUEST_ERROR};
+use super::response::{self, envelope, push_string, OK, REQUEST_ERROR, SERVER_ERROR};
+use crate::shard::ack::{Answer, Wait};
+use crate::shard::sequencer::HistoryPage;
 use crate::shard::Shard;
+use base64::Engine;
 use std::fmt::Write;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long a reply waits for every shard to confirm its push before it
+/// answers -500 (a shard that far behind is a fault, not load).
+pub const CONFIRM_TIMEOUT_MS: u64 = 10_000;
+
+/// What a request does to the order of pushes: requests of one class on one
+/// connection may be in flight together (their paths through the mesh keep
+/// their order); a request of another class waits until they are applied
+/// (positions.md section 1: pipelined requests take effect in request order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Through the room's sequencer (one per room; a connection is in one room).
+    Room,
+    /// Through each key's directory shard (one key, one connection).
+    Keys,
+    /// Through each mid's directory shard.
+    Mids,
+    /// Straight to every shard.
+    All,
+    /// Reads and everything else: they see every push before them.
+    Read,
+}
+
+/// The class of a request, from its method and target.
+pub fn class(method: Method, target: &[u8]) -> Class {
+    let path = target.split(|b| *b == b'?').next().unwrap_or(target);
+    match (method, path) {
+        (Method::Post, b"/goim/push/room") => Class::Room,
+        (Method::Post, b"/goim/push/keys") => Class::Keys,
+        (Method::Post, b"/goim/push/mids") => Class::Mids,
+        (Method::Post, b"/goim/push/all") => Class::All,
+        _ => Class::Read,
+    }
+}
+
+/// A request handled now, or one whose reply waits for other shards.
+pub enum Handled {
+    Now(Reply),
+    Later(Wait),
+}
+
+/// The reply to a request that waited: `{"code":0}` once every shard
+/// applied its push (or the history page), -500 past `CONFIRM_TIMEOUT_MS`.
+pub async fn reply_later(wait: Wait) -> Reply {
+    let timeout = Duration::from_millis(CONFIRM_TIMEOUT_MS);
+    let answer = futures_lite::future::or(async { Some(wait.await) }, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await;
+    match answer {
+        Some(Answer::Done) => Reply::ok(None),
+        Some(Answer::History(page)) => Reply::ok(Some(&history_json(&page))),
+        None => {
+            crate::log_warn!("a push was not confirmed by every shard within {CONFIRM_TIMEOUT_MS} ms");
+            Reply::json(envelope(SERVER_ERROR, "not confirmed by every shard in time", None))
+        }
+    }
+}
 
 /// A reply before it is framed as HTTP.
 pub struct Reply {
@@ -38,9 +104,10 @@ impl Reply {
 }
 
 type Outcome = Result<Reply, String>;
+type Started = Result<Handled, String>;
 
 /// Answers one request. `target` is the raw request target (path and query).
-pub fn handle(shard: &Shard, method: Method, target: &[u8], body: &[u8]) -> Reply {
+pub fn handle(shard: &Rc<Shard>, method: Method, target: &[u8], body: &[u8]) -> Handled {
     let (path, raw_query) = match target.iter().position(|b| *b == b'?') {
         Some(q) => (&target[..q], &target[q + 1..]),
         None => (target, &b""[..]),
@@ -48,17 +115,26 @@ pub fn handle(shard: &Shard, method: Method, target: &[u8], body: &[u8]) -> Repl
     let targets_max = shard.config.limits.request_targets_max;
     let query = match Query::parse(raw_query, targets_max + 16) {
         Ok(query) => query,
-        Err(_) => return Reply::request_error("too many query parameters"),
+        Err(_) => return Handled::Now(Reply::request_error("too many query parameters")),
     };
-    let outcome = match (method, path) {
+    let started = match (method, path) {
         (Method::Post, b"/goim/push/keys") => push_keys(shard, &query, body),
         (Method::Post, b"/goim/push/mids") => push_mids(shard, &query, body),
         (Method::Post, b"/goim/push/room") => push_room(shard, &query, body),
         (Method::Post, b"/goim/push/all") => push_all(shard, &query, body),
-        (Method::Get, b"/goim/online/top") => online_top(shard, &query),
-        (Method::Get, b"/goim/online/room") => online_room(shard, &query),
+        (Method::Get, b"/goim/room/history") => room_history(shard, &query),
+        _ => return Handled::Now(answer(shard, method, path, &query)),
+    };
+    started.unwrap_or_else(|message| Handled::Now(Reply::request_error(&message)))
+}
+
+/// Requests answered from this shard's state alone.
+fn answer(shard: &Shard, method: Method, path: &[u8], query: &Query) -> Reply {
+    let outcome = match (method, path) {
+        (Method::Get, b"/goim/online/top") => online_top(shard, query),
+        (Method::Get, b"/goim/online/room") => online_room(shard, query),
         (Method::Get, b"/goim/online/total") => Ok(online_total(shard)),
-        (Method::Get, b"/goim/nodes/weighted") => Ok(nodes_weighted(shard, &query)),
+        (Method::Get, b"/goim/nodes/weighted") => Ok(nodes_weighted(shard, query)),
         (Method::Get, b"/goim/nodes/instances" | b"/nodes/instances") => Ok(nodes_instances(shard)),
         (Method::Get, b"/metrics") => return metrics(shard),
         (Method::Get, _) if shard.config.demo.enabled && path.starts_with(b"/demo") => {
@@ -106,36 +182,76 @@ fn list<'a>(shard: &Shard, query: &'a Query, name: &'a str) -> Result<Vec<&'a st
     Ok(values)
 }
 
-fn push_keys(shard: &Shard, query: &Query, body: &[u8]) -> Outcome {
+fn push_keys(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
     let op = int::<i32>(query, "operation")?;
     let keys = list(shard, query, "keys")?;
-    shard.push_keys(keys.into_iter().map(String::from).collect(), op, body);
-    Ok(Reply::ok(None))
+    let (ack, wait) = Shard::open_ticket(shard);
+    shard.push_keys(keys.into_iter().map(String::from).collect(), op, body, ack);
+    Ok(Handled::Later(wait))
 }
 
-fn push_mids(shard: &Shard, query: &Query, body: &[u8]) -> Outcome {
+fn push_mids(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
     let op = int::<i32>(query, "operation")?;
     let mids = list(shard, query, "mids")?
         .into_iter()
         .map(|text| text.parse::<i64>().map_err(|_| format!("mids: invalid integer {text:?}")))
         .collect::<Result<Vec<i64>, String>>()?;
-    shard.push_mids(mids, op, body);
-    Ok(Reply::ok(None))
+    let (ack, wait) = Shard::open_ticket(shard);
+    shard.push_mids(mids, op, body, ack);
+    Ok(Handled::Later(wait))
 }
 
-fn push_room(shard: &Shard, query: &Query, body: &[u8]) -> Outcome {
+fn push_room(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
     let op = required_int::<i32>(query, "operation")?;
     let room_type = required_str(query, "type")?;
     let room = required_str(query, "room")?;
-    shard.push_room(&format!("{room_type}://{room}"), op, body);
-    Ok(Reply::ok(None))
+    let (ack, wait) = Shard::open_ticket(shard);
+    shard.push_room(&format!("{room_type}://{room}"), op, body, ack);
+    Ok(Handled::Later(wait))
 }
 
-fn push_all(shard: &Shard, query: &Query, body: &[u8]) -> Outcome {
+fn push_all(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
     let op = required_int::<i32>(query, "operation")?;
     let speed = int::<i32>(query, "speed")?;
-    shard.push_all(op, body, speed.max(0) as u32);
-    Ok(Reply::ok(None))
+    let (ack, wait) = Shard::open_ticket(shard);
+    shard.push_all(op, body, speed.max(0) as u32, ack);
+    Ok(Handled::Later(wait))
+}
+
+/// GET /goim/room/history?type=&room=&since=&limit= (positions.md section 5).
+fn room_history(shard: &Rc<Shard>, query: &Query) -> Started {
+    let room_type = required_str(query, "type")?;
+    let room = required_str(query, "room")?;
+    let since = int::<u32>(query, "since")?;
+    let limit_max = shard.config.history.api_limit_max;
+    let limit = match int::<u32>(query, "limit")? {
+        0 => limit_max,
+        limit => limit.min(limit_max),
+    };
+    let (ack, wait) = Shard::open_ticket(shard);
+    shard.query_history(&format!("{room_type}://{room}"), since, limit, ack);
+    Ok(Handled::Later(wait))
+}
+
+/// The `data` of a history reply.
+fn history_json(page: &HistoryPage) -> String {
+    let body_bytes: usize = page.messages.iter().map(|(_, frame)| frame.len()).sum();
+    let mut data = String::with_capacity(96 + page.messages.len() * 48 + body_bytes * 4 / 3);
+    data.push_str("{\"epoch\":");
+    push_string(&mut data, &page.epoch);
+    let _ = write!(data, ",\"offset\":{},\"complete\":{},\"messages\":[", page.offset, page.complete);
+    for (i, (offset, frame)) in page.messages.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        let header = crate::protocol::frame::HEADER_BYTES;
+        let op = frame.get(8..12).map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let _ = write!(data, "{{\"offset\":{offset},\"op\":{op},\"body\":\"");
+        base64::engine::general_purpose::STANDARD.encode_string(frame.get(header..).unwrap_or_default(), &mut data);
+        data.push_str("\"}");
+    }
+    data.push_str("]}");
+    data
 }
 
 fn online_top(shard: &Shard, query: &Query) -> Outcome {

@@ -8,6 +8,7 @@ use std::fmt::Write;
 /// goim's result codes.
 pub const OK: i32 = 0;
 pub const REQUEST_ERROR: i32 = -400;
+pub const SERVER_ERROR: i32 = -500;
 
 /// Appends one complete response to `out`.
 pub fn write(out: &mut Vec<u8>, status: u16, reason: &str, content_type: &str, body: &[u8], close: bool) {

@@ -1,13 +1,15 @@
 //! The API's connection loop on one shard: read, answer every complete
 //! (pipelined) request, write all answers in one write, repeat.
 //!
-//! Owns: HTTP/1.1 connection handling: keep-alive, pipelining,
-//! `Expect: 100-continue`, idle timeout, and backpressure (a publisher waits
-//! while this shard's messages to other shards pile up). Must never: buffer
+//! Owns: HTTP/1.1 connection handling: keep-alive, pipelining (in request
+//! order: see `answer_complete_requests`), `Expect: 100-continue`, idle
+//! timeout, and backpressure (a publisher waits while this shard's
+//! messages to other shards pile up; a push's reply waits until every
+//! shard applied it). Must never: buffer
 //! more than one request head plus one body, or answer a malformed request
 //! with anything but a 4xx/5xx and a close.
 
-use super::api;
+use super::api::{self, Handled};
 use super::parser::{self, BodyFraming, HttpError};
 use crate::shard::Shard;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,7 +65,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut output: Vec<u8> = Vec::new();
     let mut continue_sent = false;
     loop {
-        let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent);
+        let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent).await;
         if !output.is_empty() {
             // A publisher that does not read its answers is dropped after the idle timeout.
             let written = futures_lite::future::or(async { stream.write_all(&output).await.is_ok() }, async {
@@ -115,10 +117,38 @@ async fn read_into(stream: &mut TcpStream, input: &mut Vec<u8>) -> std::io::Resu
     result
 }
 
+/// Requests of one class in flight on one connection before the loop waits
+/// for their replies (each holds a ticket and a reply slot).
+const IN_FLIGHT_MAX: usize = 1024;
+
+/// Replies in request order: ready ones, and ones waiting for their pushes.
+#[derive(Default)]
+struct InFlight {
+    class: Option<api::Class>,
+    replies: Vec<(Handled, bool)>,
+}
+
+impl InFlight {
+    /// Waits for every reply and appends them to `output`, in request order.
+    async fn drain(&mut self, output: &mut Vec<u8>) {
+        for (handled, close) in self.replies.drain(..) {
+            let reply = match handled {
+                Handled::Now(reply) => reply,
+                Handled::Later(wait) => api::reply_later(wait).await,
+            };
+            api::write_reply(output, &reply, close);
+        }
+        self.class = None;
+    }
+}
+
 /// Answers every complete request at the front of `input` into `output`,
-/// removing what it used.
-fn answer_complete_requests(
-    shard: &Shard,
+/// removing what it used. Requests of one class are started together and
+/// their replies awaited together; a request of another class starts only
+/// once the ones before it have been applied by every shard, so pipelined
+/// requests take effect in request order.
+async fn answer_complete_requests(
+    shard: &Rc<Shard>,
     input: &mut Vec<u8>,
     output: &mut Vec<u8>,
     continue_sent: &mut bool,
@@ -126,6 +156,7 @@ fn answer_complete_requests(
     let limits = &shard.config.limits;
     let mut pos = 0;
     let mut chunked_body = Vec::new();
+    let mut in_flight = InFlight::default();
     let next = loop {
         if pos == input.len() {
             break Next::ReadMore;
@@ -138,14 +169,15 @@ fn answer_complete_requests(
                 Ok(Some(head)) => head,
                 Ok(None) => break Next::ReadMore,
                 Err(error) => {
+                    in_flight.drain(output).await;
                     refuse(output, error);
                     break Next::Close;
                 }
             };
         let body_start = pos + head.head_bytes;
-        let (body, used): (&[u8], usize) = match head.framing {
+        let (body_range, used, chunked) = match head.framing {
             BodyFraming::Length(length) if input.len() - body_start >= length => {
-                (&input[body_start..body_start + length], head.head_bytes + length)
+                (body_start..body_start + length, head.head_bytes + length, false)
             }
             BodyFraming::Length(_) => {
                 send_continue(&head, output, continue_sent);
@@ -153,27 +185,35 @@ fn answer_complete_requests(
             }
             BodyFraming::Chunked => {
                 match parser::decode_chunked(&input[body_start..], limits.request_body_bytes_max, &mut chunked_body) {
-                    Ok(Some(length)) => (&chunked_body[..], head.head_bytes + length),
+                    Ok(Some(length)) => (0..chunked_body.len(), head.head_bytes + length, true),
                     Ok(None) => {
                         send_continue(&head, output, continue_sent);
                         break Next::ReadMore;
                     }
                     Err(error) => {
+                        in_flight.drain(output).await;
                         refuse(output, error);
                         break Next::Close;
                     }
                 }
             }
         };
-        let target = &input[pos + head.target_start..pos + head.target_end];
-        let reply = api::handle(shard, head.method, target, body);
-        api::write_reply(output, &reply, !head.keep_alive);
+        let target_range = pos + head.target_start..pos + head.target_end;
+        let class = api::class(head.method, &input[target_range.clone()]);
+        if in_flight.class.is_some_and(|c| c != class) || in_flight.replies.len() >= IN_FLIGHT_MAX {
+            in_flight.drain(output).await;
+        }
+        let body = if chunked { &chunked_body[body_range] } else { &input[body_range] };
+        let handled = api::handle(shard, head.method, &input[target_range], body);
+        in_flight.class = Some(class);
+        in_flight.replies.push((handled, !head.keep_alive));
         pos += used;
         *continue_sent = false;
         if !head.keep_alive {
             break Next::Close;
         }
     };
+    in_flight.drain(output).await;
     input.drain(..pos);
     if input.is_empty() && input.capacity() > 64 * 1024 {
         *input = Vec::new();

@@ -9,7 +9,9 @@ use serde::Deserialize;
 /// body (4 KiB), and no client needs more distinct operations than this.
 pub const ACCEPTS_MAX: usize = 512;
 
-/// `{"mid": 123, "key": "", "room_id": "live://1000", "platform": "web", "accepts": [1000]}`
+/// `{"mid": 123, "key": "", "room_id": "live://1000", "platform": "web", "accepts": [1000]}`,
+/// plus corecast's optional `"positions": true` and
+/// `"recover": {"epoch": "E", "offset": N}` (positions.md sections 3 and 4).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(default)]
 pub struct Token {
@@ -18,6 +20,22 @@ pub struct Token {
     pub room_id: String,
     pub platform: String,
     pub accepts: Vec<i32>,
+    pub positions: bool,
+    pub recover: Option<Recover>,
+}
+
+/// "I have every push of my room up to `offset` of `epoch`."
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+pub struct Recover {
+    pub epoch: String,
+    pub offset: u32,
+}
+
+impl Token {
+    /// Positions were asked for, directly or by asking to recover.
+    pub fn wants_positions(&self) -> bool {
+        self.positions || self.recover.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +95,18 @@ mod tests {
         assert_eq!(token.key, "k1");
         assert_eq!(token.room_id, "live://1000");
         assert_eq!(token.accepts, vec![1000, 1002]);
+    }
+
+    #[test]
+    fn positions_and_recover_are_read() {
+        let token = parse(br#"{"room_id":"live://1","positions":true}"#, &mut Vec::new()).unwrap();
+        assert!(token.wants_positions());
+        assert_eq!(token.recover, None);
+        let token = parse(br#"{"recover":{"epoch":"Ab3","offset":42}}"#, &mut Vec::new()).unwrap();
+        assert!(token.wants_positions());
+        assert_eq!(token.recover, Some(Recover { epoch: "Ab3".into(), offset: 42 }));
+        assert!(parse(br#"{"recover":{"epoch":"E","offset":-1}}"#, &mut Vec::new()).is_err());
+        assert!(!parse(b"{}", &mut Vec::new()).unwrap().wants_positions());
     }
 
     #[test]

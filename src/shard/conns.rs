@@ -18,6 +18,11 @@ use std::rc::Rc;
 pub enum Phase {
     /// Accepted; waiting for the auth frame (op 7).
     Handshake,
+    /// Authenticated with positions: waiting for the room's sequencer to
+    /// say where the connection joins the room's order. The directory is
+    /// told only after that, so no push reaches the connection before its
+    /// position frame. The auth reply is queued but held.
+    Attaching,
     /// Registered locally; waiting for the directory to confirm the key.
     /// The auth reply is queued but held.
     Registering,
@@ -58,6 +63,16 @@ pub struct Session {
     /// the auth reply, and the auth reply waits for the registration.
     pub held: bool,
     pub close_reason: Option<CloseReason>,
+    /// The client asked for positions (or recovery): room pushes carry
+    /// their offset in the sequence field, and joins go through the
+    /// room's sequencer.
+    pub positions: bool,
+    /// In its room at a point of the room's order that the sequencer
+    /// counts as attached (a `Detach` is owed when it leaves).
+    pub attached: bool,
+    /// Bumped at every room change of a connection with positions, so a
+    /// late answer for a room it already left is recognised.
+    pub attach_seq: u32,
     /// Handshake or idle deadline in wheel ticks (see `wheel`).
     pub deadline_tick: u32,
     /// The tail of a frame that has not fully arrived; `None` almost always,
@@ -86,6 +101,9 @@ impl Session {
             write_blocked: false,
             held: true,
             close_reason: None,
+            positions: false,
+            attached: false,
+            attach_seq: 0,
             deadline_tick,
             partial: None,
             ws: None,

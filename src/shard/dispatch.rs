@@ -1,19 +1,24 @@
 //! Applying pushes and directory messages on this shard, and starting the
 //! pushes that the HTTP API receives.
 //!
-//! Owns: the routing rules: room pushes go to every shard (each delivers to
+//! Owns: the routing rules: room pushes go to the room's sequencer shard,
+//! which numbers them and forwards them to every shard (each delivers to
 //! its own members, accepts ignored); key and mid pushes go to the owner
 //! of the key or mid in the directory, which forwards to the connection's
-//! shard (two hops at most); broadcasts go to every shard. Must never: await
-//! (a message is applied in one go, so no shard waits on another here).
+//! shard (two hops at most); broadcasts go to every shard. Every push
+//! carries a share of its request's ack, returned where it is applied.
+//! Must never: await (a message is applied in one go, so no shard waits on
+//! another here).
 
+use super::ack::Ack;
 use super::close::CloseReason;
-use super::conns::ConnRef;
+use super::conns::{ConnRef, Phase};
 use super::directory::owner_of;
 use super::mesh::ShardMsg;
 use super::websocket::Payload;
 use super::Shard;
 use bytes::Bytes;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,27 +30,50 @@ const BROADCAST_STEP_MS: u64 = 10;
 /// cannot pile up slow walks, each holding its message, without bound.
 const THROTTLED_WALKS_MAX: usize = 16;
 
+/// How far a throttled broadcast walk has come on this shard.
+#[derive(Default)]
+pub struct WalkCursor {
+    /// The next slot it will deliver to.
+    next: Cell<u32>,
+    done: Cell<bool>,
+}
+
 impl Shard {
     /// Applies one message from another shard (or from this one).
     pub fn apply(&self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Room { room, frame } => self.deliver_room(&room, frame),
-            ShardMsg::All { op, frame, conns_per_s } => self.deliver_all(op, frame, conns_per_s),
-            ShardMsg::Keys { keys, op, frame } => {
+            ShardMsg::Sequence { room, frame, ack } => self.sequence_room(room, frame, ack),
+            ShardMsg::Room { room, offset, frame, ack } => {
+                self.deliver_room(&room, offset, frame);
+                self.confirm(ack);
+            }
+            ShardMsg::All { op, frame, conns_per_s, ack } => {
+                self.deliver_all(op, frame, conns_per_s);
+                self.confirm(ack);
+            }
+            ShardMsg::Keys { keys, op, frame, ack } => {
                 let conns: Vec<ConnRef> = {
                     let state = self.state.borrow();
                     keys.iter().filter_map(|key| state.directory.key(key)).collect()
                 };
-                self.forward_to_conns(conns, op, frame);
+                self.forward_to_conns(conns, op, frame, ack);
             }
-            ShardMsg::Mids { mids, op, frame } => {
+            ShardMsg::Mids { mids, op, frame, ack } => {
                 let conns: Vec<ConnRef> = {
                     let state = self.state.borrow();
                     mids.iter().flat_map(|mid| state.directory.mid(*mid).iter().copied()).collect()
                 };
-                self.forward_to_conns(conns, op, frame);
+                self.forward_to_conns(conns, op, frame, ack);
             }
-            ShardMsg::Conns { conns, op, frame } => self.deliver_conns(&conns, op, frame),
+            ShardMsg::Conns { conns, op, frame, ack } => {
+                self.deliver_conns(&conns, op, frame);
+                self.confirm(ack);
+            }
+            ShardMsg::Confirm { id, weight, page } => self.tickets.borrow_mut().credit(id, weight, page),
+            ShardMsg::Attach { room, conn, attach_seq, recover } => self.attach(room, conn, attach_seq, recover),
+            ShardMsg::Attached(attached) => self.on_attached(*attached),
+            ShardMsg::Detach { room } => self.sequencer.borrow_mut().detach(&room),
+            ShardMsg::History { room, since, limit, ack } => self.history_page(room, since, limit, ack),
             ShardMsg::Register { key, mid, conn, ack_id } => {
                 let replaced = {
                     let mut state = self.state.borrow_mut();
@@ -57,7 +85,7 @@ impl Shard {
                 if let Some(old) = replaced {
                     self.send(old.shard as usize, ShardMsg::Kick { conn: old });
                 }
-                self.send(conn.shard as usize, ShardMsg::Ack { ack_id });
+                self.send(conn.shard as usize, ShardMsg::Registered { ack_id });
             }
             ShardMsg::Unregister { key, mid, conn } => {
                 let mut state = self.state.borrow_mut();
@@ -69,7 +97,7 @@ impl Shard {
                 }
             }
             ShardMsg::Kick { conn } => self.close(conn, CloseReason::Replaced),
-            ShardMsg::Ack { ack_id } => self.complete_ack(ack_id),
+            ShardMsg::Registered { ack_id } => self.complete_registration(ack_id),
             ShardMsg::Ip { ip, delta } => {
                 let mut state = self.state.borrow_mut();
                 if delta > 0 {
@@ -87,14 +115,37 @@ impl Shard {
         }
     }
 
-    /// Groups `conns` by shard and delivers (locally) or forwards them.
-    fn forward_to_conns(&self, conns: Vec<ConnRef>, op: i32, frame: Bytes) {
+    /// The room's sequencer: the next offset, kept in the history, then to
+    /// every shard (this one included) over the FIFO mesh, each returning
+    /// its share of `ack` once applied.
+    fn sequence_room(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
+        let now_ms = self.now_ms();
+        let offset = {
+            let mut sequencer = self.sequencer.borrow_mut();
+            let offset = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
+            self.note_history(&sequencer);
+            offset
+        };
+        self.stats.borrow_mut().pushes_sequenced += 1;
+        for (shard, part) in (0..self.shards).zip(ack.split(self.shards)) {
+            self.send(shard, ShardMsg::Room { room: room.clone(), offset, frame: frame.clone(), ack: part });
+        }
+    }
+
+    /// Groups `conns` by shard and delivers (locally) or forwards them,
+    /// each forward with a share of `ack`; this shard's share returns once
+    /// its own connections have theirs.
+    fn forward_to_conns(&self, conns: Vec<ConnRef>, op: i32, frame: Bytes, ack: Ack) {
         let mut by_shard: Vec<Vec<ConnRef>> = vec![Vec::new(); self.shards];
         for conn in conns {
             if let Some(list) = by_shard.get_mut(conn.shard as usize) {
                 list.push(conn);
             }
         }
+        let remote =
+            by_shard.iter().enumerate().filter(|(shard, conns)| *shard != self.id && !conns.is_empty()).count();
+        let mut parts = ack.split(remote + 1);
+        let mine = parts.next().expect("split into at least one part");
         for (shard, conns) in by_shard.into_iter().enumerate() {
             if conns.is_empty() {
                 continue;
@@ -102,14 +153,18 @@ impl Shard {
             if shard == self.id {
                 self.deliver_conns(&conns, op, frame.clone());
             } else {
-                self.outgoing.send(shard, ShardMsg::Conns { conns, op, frame: frame.clone() });
+                let ack = parts.next().expect("one part per remote shard");
+                self.outgoing.send(shard, ShardMsg::Conns { conns, op, frame: frame.clone(), ack });
             }
         }
+        self.confirm(mine);
     }
 
     fn deliver_conns(&self, conns: &[ConnRef], op: i32, frame: Bytes) {
         let payload = Payload::new(Rc::new(frame), 1);
         let mut state = self.state.borrow_mut();
+        // Room pushes applied before this one leave before it.
+        self.fan_out_rooms(&mut state);
         let mut delivered = 0;
         for conn in conns {
             let accepts = state.conns.get(*conn).is_some_and(|s| s.accepts.binary_search(&op).is_ok());
@@ -120,10 +175,10 @@ impl Shard {
         self.stats.borrow_mut().frames_queued += delivered;
     }
 
-    /// Queues a room push for the next flush (batched with the room's other
-    /// pushes of the same pass into one write per member).
-    fn deliver_room(&self, room: &str, frame: Bytes) {
-        if self.state.borrow_mut().rooms.push(room, frame) {
+    /// Queues a room push for the next fan-out (batched with the room's
+    /// other pushes of the same pass into one write per member).
+    fn deliver_room(&self, room: &str, offset: u32, frame: Bytes) {
+        if self.state.borrow_mut().rooms.push(room, offset, frame) {
             self.flush.raise();
         }
     }
@@ -144,20 +199,31 @@ impl Shard {
         }
         walks.set(walks.get() + 1);
         // A throttled walk: about `conns_per_s` slots a second, in steps.
+        // It never passes the walk started before it (throttled broadcasts
+        // reach each connection in the order they were applied).
         let shard = crate::shard::runtime::current();
         let step = ((conns_per_s as u64 * BROADCAST_STEP_MS / 1000).max(1)) as u32;
         let step_ms = (step as u64 * 1000 / conns_per_s as u64).max(1);
+        let cursor = Rc::new(WalkCursor::default());
+        let ahead = self.last_walk.replace(Some(cursor.clone()));
         glommio::spawn_local(async move {
-            let mut next = 0u32;
             loop {
+                let next = cursor.next.get();
                 let slots = shard.state.borrow().conns.slot_count();
                 if next >= slots || shard.stopping.get() {
+                    cursor.done.set(true);
                     shard.throttled_walks.set(shard.throttled_walks.get() - 1);
                     return;
                 }
-                let end = next.saturating_add(step).min(slots);
-                shard.deliver_all_slots(op, &payload, next, end);
-                next = end;
+                let limit = match &ahead {
+                    Some(ahead) if !ahead.done.get() => ahead.next.get().min(slots),
+                    _ => slots,
+                };
+                let end = next.saturating_add(step).min(limit);
+                if end > next {
+                    shard.deliver_all_slots(op, &payload, next, end);
+                    cursor.next.set(end);
+                }
                 glommio::timer::sleep(Duration::from_millis(step_ms)).await;
             }
         })
@@ -166,10 +232,13 @@ impl Shard {
 
     fn deliver_all_slots(&self, op: i32, payload: &Payload, from: u32, to: u32) {
         let mut state = self.state.borrow_mut();
+        self.fan_out_rooms(&mut state);
         let mut delivered = 0;
         for slot in from..to {
             let Some((conn, session)) = state.conns.by_slot_mut(slot) else { continue };
-            if session.accepts.binary_search(&op).is_ok() && self.enqueue_payload(&mut state, conn, payload) {
+            // A connection still waiting for its position frame gets nothing before it.
+            let ready = session.phase != Phase::Attaching;
+            if ready && session.accepts.binary_search(&op).is_ok() && self.enqueue_payload(&mut state, conn, payload) {
                 delivered += 1;
             }
         }
@@ -192,51 +261,62 @@ impl Shard {
     }
 
     // ---- pushes started by the HTTP API on this shard ----
+    //
+    // Each takes the ack of the request's ticket: the reply leaves when
+    // every shard the push had to reach has applied it.
 
     /// POST /goim/push/keys: one hop to each key's directory shard.
-    pub fn push_keys(&self, keys: Vec<String>, op: i32, body: &[u8]) {
+    pub fn push_keys(&self, keys: Vec<String>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        let mut by_owner: Vec<Vec<String>> = vec![Vec::new(); self.shards];
-        for key in keys {
-            by_owner[owner_of(key.as_str(), self.shards)].push(key);
-        }
-        for (owner, keys) in by_owner.into_iter().enumerate() {
-            if !keys.is_empty() {
-                self.send(owner, ShardMsg::Keys { keys, op, frame: frame.clone() });
-            }
-        }
+        self.send_by_owner(keys, ack, |keys, ack| ShardMsg::Keys { keys, op, frame: frame.clone(), ack });
     }
 
     /// POST /goim/push/mids: one hop to each mid's directory shard.
-    pub fn push_mids(&self, mids: Vec<i64>, op: i32, body: &[u8]) {
+    pub fn push_mids(&self, mids: Vec<i64>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        let mut by_owner: Vec<Vec<i64>> = vec![Vec::new(); self.shards];
-        for mid in mids {
-            by_owner[owner_of(&mid, self.shards)].push(mid);
+        self.send_by_owner(mids, ack, |mids, ack| ShardMsg::Mids { mids, op, frame: frame.clone(), ack });
+    }
+
+    /// Groups `targets` by directory owner and sends each group its message
+    /// with a share of `ack` (confirmed at once when there is none).
+    fn send_by_owner<T: std::hash::Hash>(&self, targets: Vec<T>, ack: Ack, message: impl Fn(Vec<T>, Ack) -> ShardMsg) {
+        let mut by_owner: Vec<Vec<T>> = (0..self.shards).map(|_| Vec::new()).collect();
+        for target in targets {
+            by_owner[owner_of(&target, self.shards)].push(target);
         }
-        for (owner, mids) in by_owner.into_iter().enumerate() {
-            if !mids.is_empty() {
-                self.send(owner, ShardMsg::Mids { mids, op, frame: frame.clone() });
-            }
+        let owners = by_owner.iter().filter(|group| !group.is_empty()).count();
+        if owners == 0 {
+            self.confirm(ack);
+            return;
+        }
+        let mut parts = ack.split(owners);
+        for (owner, group) in by_owner.into_iter().enumerate().filter(|(_, group)| !group.is_empty()) {
+            let ack = parts.next().expect("one part per owner");
+            self.send(owner, message(group, ack));
         }
     }
 
-    /// POST /goim/push/room: the frame is encoded once and shared by every
-    /// shard (every shard is told: a member may have joined a moment ago).
-    pub fn push_room(&self, room: &str, op: i32, body: &[u8]) {
+    /// POST /goim/push/room: to the room's sequencer, which orders it and
+    /// forwards it to every shard (a member may have joined a moment ago).
+    /// The frame is encoded once and shared by every shard.
+    pub fn push_room(&self, room: &str, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        let room: Arc<str> = Arc::from(room);
-        for shard in 0..self.shards {
-            self.send(shard, ShardMsg::Room { room: room.clone(), frame: frame.clone() });
-        }
+        let sequencer = owner_of(room, self.shards);
+        self.send(sequencer, ShardMsg::Sequence { room: Arc::from(room), frame, ack });
     }
 
     /// POST /goim/push/all: `speed` connections a second over all shards.
-    pub fn push_all(&self, op: i32, body: &[u8], speed: u32) {
+    pub fn push_all(&self, op: i32, body: &[u8], speed: u32, ack: Ack) {
         let frame = Self::push_frame(op, body);
         let conns_per_s = if speed == 0 { 0 } else { speed.div_ceil(self.shards as u32).max(1) };
-        for shard in 0..self.shards {
-            self.send(shard, ShardMsg::All { op, frame: frame.clone(), conns_per_s });
+        for (shard, ack) in (0..self.shards).zip(ack.split(self.shards)) {
+            self.send(shard, ShardMsg::All { op, frame: frame.clone(), conns_per_s, ack });
         }
+    }
+
+    /// GET /goim/room/history: asks the room's sequencer.
+    pub fn query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
+        let sequencer = owner_of(room, self.shards);
+        self.send(sequencer, ShardMsg::History { room: Arc::from(room), since, limit, ack });
     }
 }

@@ -1,5 +1,5 @@
-//! The flusher: once per pass of the executor it turns pending room pushes
-//! into one shared chunk per room, hands that chunk to every member, then
+//! The flusher: once per pass of the executor it fans pending room pushes
+//! out (`fanout`: one shared chunk per room, handed to every member), then
 //! writes every dirty connection with one `sendmsg` (up to 64 chunks), and
 //! finally reaps the connections closed during the pass.
 //!
@@ -12,9 +12,7 @@
 use super::close::CloseReason;
 use super::conns::Session;
 use super::outbox::IOVECS_PER_WRITE_MAX;
-use super::websocket::Payload;
 use super::Shard;
-use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
 
 /// Runs the flusher of `shard` until the shard stops.
@@ -36,21 +34,7 @@ impl Shard {
         {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            let mut room_batches: Vec<(Payload, Vec<u32>)> = Vec::new();
-            state.rooms.take_pending(|frames, members| {
-                let payload = Payload::new(Rc::new(concat(frames)), frames.len() as u64);
-                room_batches.push((payload, members.to_vec()));
-            });
-            let mut frames_queued = 0;
-            for (payload, members) in room_batches {
-                for slot in members {
-                    let Some((conn, _)) = state.conns.by_slot_mut(slot) else { continue };
-                    if self.enqueue_payload(state, conn, &payload) {
-                        frames_queued += payload.frames;
-                    }
-                }
-            }
-            self.stats.borrow_mut().frames_queued += frames_queued;
+            self.fan_out_rooms(state);
             let dirty = std::mem::take(&mut state.dirty);
             let mut writes = 0u64;
             for conn in dirty {
@@ -141,19 +125,6 @@ fn write_out_tls(session: &mut Session) -> WriteOutcome {
             crate::tls::Records::Written => {}
         }
     }
-}
-
-/// One room's pushes of this pass as one buffer (no copy for a single push).
-fn concat(frames: &[Bytes]) -> Bytes {
-    if frames.len() == 1 {
-        return frames[0].clone();
-    }
-    let total = frames.iter().map(|f| f.len()).sum();
-    let mut out = BytesMut::with_capacity(total);
-    for frame in frames {
-        out.extend_from_slice(frame);
-    }
-    out.freeze()
 }
 
 /// `sendmsg` with MSG_DONTWAIT (never block the shard) and MSG_NOSIGNAL (a

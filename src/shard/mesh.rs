@@ -9,8 +9,10 @@
 //! Must never: carry anything but owned, immutable data (`Bytes` frames are
 //! encoded once and shared by every shard).
 
+use super::ack::Ack;
 use super::conns::ConnRef;
 use super::online::OnlineReport;
+use super::sequencer::{HistoryPage, Joined};
 use super::signal::Signal;
 use bytes::Bytes;
 use glommio::channels::channel_mesh::{Receivers, Senders};
@@ -29,10 +31,19 @@ pub type Batch = Vec<ShardMsg>;
 
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Deliver to every local member of `room`.
-    Room {
+    /// To the room's sequencer: give this push the room's next offset, keep
+    /// it, and forward it to every shard as `Room`.
+    Sequence {
         room: Arc<str>,
         frame: Bytes,
+        ack: Ack,
+    },
+    /// From the room's sequencer: deliver to every local member of `room`.
+    Room {
+        room: Arc<str>,
+        offset: u32,
+        frame: Bytes,
+        ack: Ack,
     },
     /// Deliver to every local connection accepting `op`, walking about
     /// `conns_per_s` connections a second (0 = at once).
@@ -40,27 +51,58 @@ pub enum ShardMsg {
         op: i32,
         frame: Bytes,
         conns_per_s: u32,
+        ack: Ack,
     },
     /// Look these keys up in this shard's directory and deliver.
     Keys {
         keys: Vec<String>,
         op: i32,
         frame: Bytes,
+        ack: Ack,
     },
     /// Look these mids up in this shard's directory and deliver.
     Mids {
         mids: Vec<i64>,
         op: i32,
         frame: Bytes,
+        ack: Ack,
     },
     /// Deliver to these local connections if they accept `op`.
     Conns {
         conns: Vec<ConnRef>,
         op: i32,
         frame: Bytes,
+        ack: Ack,
+    },
+    /// A share of a ticket comes back (with a history page, for that query).
+    Confirm {
+        id: u64,
+        weight: u64,
+        page: Option<Box<HistoryPage>>,
+    },
+    /// To the room's sequencer: `conn` joins `room` with positions (and
+    /// asks to recover from `recover`).
+    Attach {
+        room: Arc<str>,
+        conn: ConnRef,
+        attach_seq: u32,
+        recover: Option<(Box<str>, u32)>,
+    },
+    /// From the room's sequencer: where `conn` joins the room's order.
+    Attached(Box<Attached>),
+    /// To the room's sequencer: a connection with positions left `room`.
+    Detach {
+        room: Arc<str>,
+    },
+    /// To the room's sequencer: a history API query.
+    History {
+        room: Arc<str>,
+        since: u32,
+        limit: u32,
+        ack: Ack,
     },
     /// Directory: `key` (and `mid`, unless 0) now belongs to `conn`. The
-    /// receiver answers with `Ack { id }` to `conn.shard`.
+    /// receiver answers with `Registered { id }` to `conn.shard`.
     Register {
         key: Option<String>,
         mid: Option<i64>,
@@ -77,7 +119,7 @@ pub enum ShardMsg {
     Kick {
         conn: ConnRef,
     },
-    Ack {
+    Registered {
         ack_id: u64,
     },
     /// Directory: a connection from `ip` opened (+1) or closed (-1).
@@ -86,6 +128,15 @@ pub enum ShardMsg {
         delta: i32,
     },
     Online(OnlineReport),
+}
+
+/// The sequencer's answer to `Attach`.
+#[derive(Debug)]
+pub struct Attached {
+    pub room: Arc<str>,
+    pub conn: ConnRef,
+    pub attach_seq: u32,
+    pub joined: Joined,
 }
 
 /// Outgoing queues to every peer plus the bound that makes publishers wait.

@@ -4,23 +4,30 @@
 //! another thread, so nothing here takes a lock or an atomic.
 //!
 //! Data flows one way: `poller` accepts and reads client sockets, `session`
-//! authenticates a connection and registers it here; pushes arrive from the
-//! HTTP API or the mesh and are queued in outboxes (`dispatch`); `flusher`
-//! writes every outbox once per pass and reaps closed connections. A
+//! authenticates a connection and registers it here (`positions`: at one
+//! point of its room's order); pushes arrive from the HTTP API or the mesh
+//! (`dispatch`), room pushes are ordered by their room's `sequencer` shard,
+//! `fanout` hands them to members, direct pushes go to outboxes, `ack`
+//! tells the API when every shard has applied a push; `flusher` writes
+//! every outbox once per pass and reaps closed connections. A
 //! connection is state in a slab, not a task: an idle one costs a few
 //! hundred bytes. Must never: hold a `RefCell` borrow across an `.await`.
 
+pub mod ack;
 pub mod close;
 pub mod conns;
 pub mod directory;
 pub mod dispatch;
+pub mod fanout;
 pub mod flusher;
 pub mod mesh;
 pub mod online;
 pub mod outbox;
 pub mod poller;
+pub mod positions;
 pub mod room;
 pub mod runtime;
+pub mod sequencer;
 pub mod session;
 pub mod signal;
 pub mod websocket;
@@ -28,6 +35,7 @@ pub mod wheel;
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::metrics::Stats;
+use ack::{Ack, Tickets, Wait};
 use bytes::Bytes;
 use close::CloseReason;
 use conns::{ConnRef, Conns};
@@ -36,6 +44,7 @@ use mesh::{Outgoing, ShardMsg};
 use online::Online;
 use outbox::{Chunk, Queued};
 use room::Rooms;
+use sequencer::{HistoryBounds, Sequencer};
 use signal::Signal;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -112,7 +121,13 @@ pub struct Shard {
     pub epoll_fd: Cell<i32>,
     /// Throttled `push/all` walks running on this shard.
     pub throttled_walks: Cell<usize>,
+    /// The cursor of the throttled walk started last (the next one follows it).
+    pub last_walk: RefCell<Option<Rc<dispatch::WalkCursor>>>,
     started: Instant,
+    /// API requests waiting for their pushes to be applied everywhere.
+    pub tickets: RefCell<Tickets>,
+    /// The rooms whose order this shard decides.
+    pub sequencer: RefCell<Sequencer>,
     /// Registrations waiting for the directory: ack id → (connection, acks left).
     acks: RefCell<HashMap<u64, (ConnRef, u32)>>,
     next_ack_id: Cell<u64>,
@@ -153,12 +168,55 @@ impl Shard {
             conns_max,
             epoll_fd: Cell::new(-1),
             throttled_walks: Cell::new(0),
+            last_walk: RefCell::new(None),
             started: Instant::now(),
+            tickets: RefCell::new(Tickets::default()),
+            sequencer: RefCell::new(Sequencer::new(history_bounds(&config, shards))),
             acks: RefCell::new(HashMap::new()),
             next_ack_id: Cell::new(1),
             rng: Cell::new(seed | 1),
             config,
         }
+    }
+
+    /// Milliseconds since the shard started (the history's clock).
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Opens a ticket for an API request: the ack its pushes carry, and the
+    /// future that completes when all of it has come back.
+    pub fn open_ticket(shard: &Rc<Shard>) -> (Ack, Wait) {
+        let id = shard.tickets.borrow_mut().open();
+        (Ack { shard: shard.id as u16, id, weight: ack::FULL_WEIGHT }, Wait { shard: shard.clone(), id })
+    }
+
+    /// Returns `ack` to its ticket: at once when it is this shard's, else
+    /// with the next batch to its shard.
+    pub fn confirm(&self, ack: Ack) {
+        self.confirm_with(ack, None);
+    }
+
+    pub fn confirm_with(&self, ack: Ack, page: Option<Box<sequencer::HistoryPage>>) {
+        if ack.shard as usize == self.id {
+            self.tickets.borrow_mut().credit(ack.id, ack.weight, page);
+        } else {
+            self.outgoing.send(ack.shard as usize, ShardMsg::Confirm { id: ack.id, weight: ack.weight, page });
+        }
+    }
+
+    /// A new epoch: 12 random ASCII letters and digits.
+    pub fn new_epoch(&self) -> Arc<str> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut bits = self.next_random();
+        let epoch: String = (0..12)
+            .map(|_| {
+                let c = ALPHABET[(bits % ALPHABET.len() as u64) as usize] as char;
+                bits /= ALPHABET.len() as u64;
+                c
+            })
+            .collect();
+        Arc::from(epoch)
     }
 
     /// Wheel ticks since the shard started (the wheel's clock).
@@ -189,7 +247,7 @@ impl Shard {
         id
     }
 
-    fn complete_ack(&self, id: u64) {
+    fn complete_registration(&self, id: u64) {
         let conn = {
             let mut acks = self.acks.borrow_mut();
             let Some((conn, left)) = acks.get_mut(&id) else {
@@ -342,14 +400,14 @@ impl Shard {
         joined
     }
 
-    /// Removes the session in `slot` from its room, if any.
-    pub fn leave_room(state: &mut State, conn: ConnRef) {
-        let Some(session) = state.conns.get_mut(conn) else {
-            return;
-        };
-        let Some(room) = session.room.take() else {
-            return;
-        };
+    /// Removes the session from its room, if any. Returns the room when the
+    /// session was attached with positions: the caller owes its sequencer a
+    /// `Detach` (sent once no borrow of `state` is held).
+    #[must_use]
+    pub fn leave_room(state: &mut State, conn: ConnRef) -> Option<Arc<str>> {
+        let session = state.conns.get_mut(conn)?;
+        let room = session.room.take()?;
+        let detach = std::mem::replace(&mut session.attached, false).then(|| Arc::from(&*room));
         let index = session.room_index;
         if let Some(moved) = state.rooms.leave(&room, index, conn.slot) {
             if let Some((_, other)) = state.conns.by_slot_mut(moved) {
@@ -358,11 +416,22 @@ impl Shard {
         }
         let count = state.rooms.members(&room) as u32;
         state.online.local_room(&room, count);
+        detach
     }
 
     /// Encodes a push frame once.
     pub fn push_frame(op: i32, body: &[u8]) -> Bytes {
         crate::protocol::frame::encode(crate::protocol::op::PUSH_VERSION, op, 0, body)
+    }
+}
+
+/// This shard's share of the `[history]` bounds.
+fn history_bounds(config: &Config, shards: usize) -> HistoryBounds {
+    let history = &config.history;
+    HistoryBounds {
+        pushes_per_room_max: history.pushes_per_room_max,
+        age_max_ms: history.age_max_s.saturating_mul(1000),
+        bytes_max: history.bytes_max / shards.max(1),
     }
 }
 

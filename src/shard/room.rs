@@ -13,8 +13,9 @@ use std::rc::Rc;
 pub struct Room {
     /// Slots of the members on this shard; order is irrelevant (swap-remove).
     pub members: Vec<u32>,
-    /// Encoded frames pushed since the last flush, in arrival order.
-    pub pending: Vec<Bytes>,
+    /// Encoded frames (with their room offsets) pushed since the last
+    /// fan-out, in offset order.
+    pub pending: Vec<(u32, Bytes)>,
 }
 
 #[derive(Default)]
@@ -64,7 +65,7 @@ impl Rooms {
 
     /// Queues a frame for every local member of `room`. Returns false when
     /// the room has no member here (nothing queued).
-    pub fn push(&mut self, room: &str, frame: Bytes) -> bool {
+    pub fn push(&mut self, room: &str, offset: u32, frame: Bytes) -> bool {
         let Some(key) = self.map.get_key_value(room).map(|(k, _)| k) else {
             return false;
         };
@@ -73,22 +74,27 @@ impl Rooms {
         if entry.pending.is_empty() {
             self.dirty.push(key);
         }
-        entry.pending.push(frame);
+        entry.pending.push((offset, frame));
         true
+    }
+
+    /// True when some room has pushes waiting for the fan-out.
+    pub fn has_pending(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// Takes the rooms with pending frames: (room, frames, member slots).
     /// Rooms with nothing pending are skipped: a room emptied and joined
     /// again within one pass is still listed in `dirty` (once or twice) with
     /// its old pushes gone, and an empty batch must never reach an outbox.
-    pub fn take_pending(&mut self, mut each: impl FnMut(&[Bytes], &[u32])) {
+    pub fn take_pending(&mut self, mut each: impl FnMut(Vec<(u32, Bytes)>, &[u32])) {
         for key in std::mem::take(&mut self.dirty) {
             if let Some(entry) = self.map.get_mut(&key) {
                 if entry.pending.is_empty() {
                     continue;
                 }
                 let frames = std::mem::take(&mut entry.pending);
-                each(&frames, &entry.members);
+                each(frames, &entry.members);
             }
         }
     }
@@ -117,14 +123,14 @@ mod tests {
     fn a_room_emptied_and_joined_again_in_one_pass_yields_no_empty_batch() {
         let mut rooms = Rooms::default();
         rooms.join("live://1", 1);
-        assert!(rooms.push("live://1", Bytes::from_static(b"a")));
+        assert!(rooms.push("live://1", 1, Bytes::from_static(b"a")));
         assert_eq!(rooms.leave("live://1", 0, 1), None);
         rooms.join("live://1", 2);
         let mut seen = Vec::new();
         rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
         assert!(seen.is_empty(), "the old push went with the old room: {seen:?}");
         // Joined again and pushed to again: listed twice in `dirty`, delivered once.
-        assert!(rooms.push("live://1", Bytes::from_static(b"b")));
+        assert!(rooms.push("live://1", 2, Bytes::from_static(b"b")));
         rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
         assert_eq!(seen, vec![(1, vec![2])]);
     }
@@ -132,10 +138,10 @@ mod tests {
     #[test]
     fn pushes_to_a_room_without_members_are_not_queued() {
         let mut rooms = Rooms::default();
-        assert!(!rooms.push("live://1", Bytes::from_static(b"x")));
+        assert!(!rooms.push("live://1", 1, Bytes::from_static(b"x")));
         rooms.join("live://1", 1);
-        assert!(rooms.push("live://1", Bytes::from_static(b"a")));
-        assert!(rooms.push("live://1", Bytes::from_static(b"b")));
+        assert!(rooms.push("live://1", 1, Bytes::from_static(b"a")));
+        assert!(rooms.push("live://1", 2, Bytes::from_static(b"b")));
         let mut seen = Vec::new();
         rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
         assert_eq!(seen, vec![(2, vec![1])]);

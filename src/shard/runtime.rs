@@ -26,6 +26,9 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 /// How often a shard looks at the shutdown flag and the timer wheel.
 const TICK_MS: u64 = super::wheel::TICK_MS;
+/// How often a shard applies the history's age bound and forgets rooms
+/// with nothing left.
+const HISTORY_EVERY: Duration = Duration::from_secs(1);
 /// Open files a host needs for the design load of a million connections.
 const FILES_FOR_A_MILLION: u64 = 1_000_000 + 10_000;
 /// Open files kept back for listeners, the ring, logs and the API.
@@ -247,6 +250,7 @@ async fn ticker(shard: Rc<Shard>) {
     let sync_every = Duration::from_millis(shard.config.server.online_sync_ms);
     let tick = Duration::from_millis(TICK_MS).min(sync_every);
     let mut last_sync = Instant::now();
+    let mut last_history = Instant::now();
     loop {
         glommio::timer::sleep(tick).await;
         if SHUTDOWN.load(Ordering::Relaxed) {
@@ -254,6 +258,10 @@ async fn ticker(shard: Rc<Shard>) {
             return;
         }
         expire_idle(&shard);
+        if last_history.elapsed() >= HISTORY_EVERY {
+            last_history = Instant::now();
+            shard.expire_history();
+        }
         if last_sync.elapsed() >= sync_every {
             last_sync = Instant::now();
             shard.publish_online();

@@ -78,14 +78,16 @@ pub(crate) fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Resul
             // goim ignores frames before the auth frame.
             Phase::Handshake if f.op != op::AUTH => {}
             Phase::Handshake => authenticate(shard, conn, f)?,
-            Phase::Registering | Phase::Established => handle_frame(shard, conn, f),
+            Phase::Attaching | Phase::Registering | Phase::Established => handle_frame(shard, conn, f),
         }
     }
     Ok(used)
 }
 
 /// Registers the session locally (key, mid, room, accepts; auth reply
-/// queued but held), then asks the directory shards to record it.
+/// queued but held), then asks the directory shards to record it. A
+/// connection with positions and a room first asks the room's sequencer
+/// where it joins (`positions`); the directory is told once that is known.
 fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(), CloseReason> {
     let token = {
         let mut scratch = shard.json_scratch.borrow_mut();
@@ -94,9 +96,9 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
             CloseReason::BadToken
         })?
     };
+    let positions = token.wants_positions();
     let key = if token.key.is_empty() { shard.new_key() } else { token.key };
-    let mid = token.mid;
-    let ip = {
+    let (ip, attach_to) = {
         let mut state = shard.state.borrow_mut();
         let state = &mut *state;
         let Some(session) = state.conns.get_mut(conn) else {
@@ -104,17 +106,42 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
         };
         session.phase = Phase::Registering;
         session.key = key.as_str().into();
-        session.mid = mid;
+        session.mid = token.mid;
         session.accepts = token.accepts;
+        session.positions = positions;
         let ip = session.ip;
+        let mut attach_to = None;
         if !token.room_id.is_empty() {
-            join(state, conn, &token.room_id);
+            if positions {
+                session.phase = Phase::Attaching;
+                attach_to = Some(token.room_id);
+            } else {
+                join(state, conn, &token.room_id);
+            }
         }
         let reply = frame::encode(f.ver, op::AUTH_REPLY, f.seq, b"");
         shard.enqueue_reply(state, conn, reply);
-        ip
+        (ip, attach_to)
     };
     shard.send(owner_of(&ip, shard.shards), ShardMsg::Ip { ip, delta: 1 });
+    match attach_to {
+        Some(room) => {
+            let recover = token.recover.map(|r| (r.epoch.into_boxed_str(), r.offset));
+            shard.request_attach(conn, &room, 0, recover);
+        }
+        None => register(shard, conn),
+    }
+    Ok(())
+}
+
+/// Asks the directory shards to record the session's key and mid; the held
+/// auth reply is released when they confirmed.
+pub(super) fn register(shard: &Shard, conn: ConnRef) {
+    let (key, mid) = {
+        let state = shard.state.borrow();
+        let Some(session) = state.conns.get(conn) else { return };
+        (session.key.to_string(), session.mid)
+    };
     let key_owner = owner_of(key.as_str(), shard.shards);
     let mid_owner = (mid != 0).then(|| owner_of(&mid, shard.shards));
     let separate_mid = mid_owner.is_some_and(|owner| owner != key_owner);
@@ -124,7 +151,6 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
     if let (true, Some(owner)) = (separate_mid, mid_owner) {
         shard.send(owner, ShardMsg::Register { key: None, mid: Some(mid), conn, ack_id });
     }
-    Ok(())
 }
 
 /// The directory confirmed: the held auth reply (and anything queued after
@@ -149,11 +175,14 @@ pub fn release(shard: &Shard, conn: ConnRef) {
 /// Removes the session from this shard and from the directory, and closes
 /// its socket. Called only by `Shard::reap`.
 pub fn unregister(shard: &Shard, conn: ConnRef) {
-    let session = {
+    let (session, detach) = {
         let mut state = shard.state.borrow_mut();
-        Shard::leave_room(&mut state, conn);
-        state.conns.remove(conn)
+        let detach = Shard::leave_room(&mut state, conn);
+        (state.conns.remove(conn), detach)
     };
+    if let Some(room) = detach {
+        shard.send(owner_of(&*room, shard.shards), ShardMsg::Detach { room });
+    }
     let Some(session) = session else { return };
     // SAFETY: the fd was accepted by this shard's poller and is owned by the
     // session, which has just been removed: nothing else closes it.
@@ -178,8 +207,8 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
     shard.send(owner_of(&session.ip, shard.shards), ShardMsg::Ip { ip: session.ip, delta: -1 });
 }
 
-/// Puts `conn` in `room`.
-fn join(state: &mut State, conn: ConnRef, room: &str) {
+/// Puts `conn` in `room`'s member list on this shard.
+pub(super) fn join(state: &mut State, conn: ConnRef, room: &str) {
     let (room, index) = Shard::join_room(state, conn.slot, room);
     if let Some(session) = state.conns.get_mut(conn) {
         session.room = Some(room);
@@ -191,43 +220,75 @@ fn join(state: &mut State, conn: ConnRef, room: &str) {
 /// sub/unsub; any other operation is answered with the same op, no body.
 fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
     let idle_deadline_tick = shard.tick_after_ms(shard.config.idle_deadline_ms());
-    let mut state = shard.state.borrow_mut();
-    let state = &mut *state;
-    let reply = match f.op {
-        op::HEARTBEAT => {
-            let Some(session) = state.conns.get_mut(conn) else {
-                return;
-            };
-            if session.phase == Phase::Established {
-                session.deadline_tick = idle_deadline_tick;
-            }
-            let count = session.room.as_ref().map_or(0, |room| state.online.room(room));
-            let count = count.min(i32::MAX as u64) as i32;
-            frame::encode(f.ver, op::HEARTBEAT_REPLY, f.seq, &count.to_be_bytes())
-        }
-        op::CHANGE_ROOM => {
-            Shard::leave_room(state, conn);
-            let room = String::from_utf8_lossy(f.body);
-            if !room.is_empty() {
-                join(state, conn, &room);
-            }
-            frame::encode(f.ver, op::CHANGE_ROOM_REPLY, f.seq, f.body)
-        }
-        op::SUB | op::UNSUB => {
-            if let (Some(ops), Some(session)) = (auth::parse_op_list(f.body), state.conns.get_mut(conn)) {
-                if f.op == op::SUB {
-                    session.accepts.extend_from_slice(&ops);
-                    session.accepts.sort_unstable();
-                    session.accepts.dedup();
-                    session.accepts.truncate(auth::ACCEPTS_MAX);
-                } else {
-                    session.accepts.retain(|a| !ops.contains(a));
+    let mut after = RoomChange::default();
+    {
+        let mut state = shard.state.borrow_mut();
+        let state = &mut *state;
+        let reply = match f.op {
+            op::HEARTBEAT => {
+                let Some(session) = state.conns.get_mut(conn) else {
+                    return;
+                };
+                if session.phase == Phase::Established {
+                    session.deadline_tick = idle_deadline_tick;
                 }
+                let count = session.room.as_ref().map_or(0, |room| state.online.room(room));
+                let count = count.min(i32::MAX as u64) as i32;
+                frame::encode(f.ver, op::HEARTBEAT_REPLY, f.seq, &count.to_be_bytes())
             }
-            let reply_op = if f.op == op::SUB { op::SUB_REPLY } else { op::UNSUB_REPLY };
-            frame::encode(f.ver, reply_op, f.seq, f.body)
+            op::CHANGE_ROOM => {
+                after = change_room(state, conn, f.body);
+                frame::encode(f.ver, op::CHANGE_ROOM_REPLY, f.seq, f.body)
+            }
+            op::SUB | op::UNSUB => {
+                if let (Some(ops), Some(session)) = (auth::parse_op_list(f.body), state.conns.get_mut(conn)) {
+                    if f.op == op::SUB {
+                        session.accepts.extend_from_slice(&ops);
+                        session.accepts.sort_unstable();
+                        session.accepts.dedup();
+                        session.accepts.truncate(auth::ACCEPTS_MAX);
+                    } else {
+                        session.accepts.retain(|a| !ops.contains(a));
+                    }
+                }
+                let reply_op = if f.op == op::SUB { op::SUB_REPLY } else { op::UNSUB_REPLY };
+                frame::encode(f.ver, reply_op, f.seq, f.body)
+            }
+            other => frame::encode(f.ver, other, f.seq, b""),
+        };
+        shard.enqueue_reply(state, conn, reply);
+    }
+    // The reply (op 13) is queued first: the op-20 frame follows it.
+    if let Some(room) = after.detach {
+        shard.send(owner_of(&*room, shard.shards), ShardMsg::Detach { room });
+    }
+    if let Some((room, attach_seq)) = after.attach {
+        shard.request_attach(conn, &room, attach_seq, None);
+    }
+}
+
+/// What a room change leaves to do once `state` is no longer borrowed.
+#[derive(Default)]
+struct RoomChange {
+    /// The sequencer of the room left is owed a `Detach`.
+    detach: Option<std::sync::Arc<str>>,
+    /// Ask the new room's sequencer where to join (positions).
+    attach: Option<(String, u32)>,
+}
+
+/// Op 12: leaves the current room and joins `body` (empty: none). A
+/// connection with positions joins through the new room's sequencer.
+fn change_room(state: &mut State, conn: ConnRef, body: &[u8]) -> RoomChange {
+    let mut change = RoomChange { detach: Shard::leave_room(state, conn), attach: None };
+    let room = String::from_utf8_lossy(body);
+    let Some(session) = state.conns.get_mut(conn) else { return change };
+    if session.positions {
+        session.attach_seq = session.attach_seq.wrapping_add(1);
+        if !room.is_empty() {
+            change.attach = Some((room.into_owned(), session.attach_seq));
         }
-        other => frame::encode(f.ver, other, f.seq, b""),
-    };
-    shard.enqueue_reply(state, conn, reply);
+    } else if !room.is_empty() {
+        join(state, conn, &room);
+    }
+    change
 }

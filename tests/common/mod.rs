@@ -299,19 +299,33 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the server; fails the test when the server panicked (a crashed
+    /// shard must not hide behind a healthy one) or did not exit cleanly.
     fn drop(&mut self) {
+        let mut status = None;
+        let running = self.child.is_some();
         if let Some(mut child) = self.child.take() {
             sigterm(&child);
-            if wait_timeout(&mut child, EXIT_TIMEOUT).is_none() {
+            status = wait_timeout(&mut child, EXIT_TIMEOUT);
+            if status.is_none() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            // Give the stderr thread a moment to collect the last lines.
+            thread::sleep(Duration::from_millis(50));
         }
+        let stderr = self.stderr();
+        let _ = std::fs::remove_dir_all(&self.dir);
         if thread::panicking() {
             // Shown by the test runner next to the failure.
-            eprintln!("--- corecast stderr ---\n{}", self.stderr());
+            eprintln!("--- corecast stderr ---\n{stderr}");
+            return;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        assert!(!stderr.contains("panicked"), "corecast panicked:\n{stderr}");
+        if running {
+            let status = status.unwrap_or_else(|| panic!("corecast did not exit within {EXIT_TIMEOUT:?}:\n{stderr}"));
+            assert!(status.success(), "corecast exited with {status} after SIGTERM:\n{stderr}");
+        }
     }
 }
 
@@ -832,6 +846,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// One request on a fresh connection with `Connection: close`.
+/// POSTs every `(path_and_query, body)` on one keep-alive connection in one
+/// write, then reads every response (in order).
+#[allow(dead_code)]
+pub fn http_pipelined(addr: SocketAddr, requests: &[(String, String)]) -> Vec<HttpResponse> {
+    let mut conn = HttpConn::connect(addr);
+    let mut bytes = Vec::new();
+    for (path, body) in requests {
+        bytes.extend_from_slice(&build_request("POST", path, &[], body.as_bytes()));
+    }
+    conn.write(&bytes);
+    requests.iter().map(|_| conn.read_response()).collect()
+}
+
 pub fn http_request_full(addr: SocketAddr, method: &str, path_and_query: &str, body: &[u8]) -> HttpResponse {
     let mut conn = HttpConn::connect(addr);
     conn.write(&build_request(method, path_and_query, &["Connection: close"], body));

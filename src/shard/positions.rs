@@ -1,0 +1,162 @@
+//! Joining a room at one point of its order (positions.md sections 3 to 5).
+//!
+//! A connection with positions does not join its room's member list on
+//! its own shard at once: it asks the room's sequencer (`Attach`), which
+//! answers with the room's epoch and last offset N (and, for a recovery,
+//! the pushes the client missed). The answer travels on the same FIFO
+//! channel as the room's pushes, so when it arrives every push up to N has
+//! already been applied here and none after it: the connection gets its
+//! op-20 frame, the replay, and joins the member list right then, and the
+//! live pushes from N+1 on meet it with no gap and no duplicate.
+//!
+//! Owns: both ends of that exchange, the op-20 frame, and the sequencer's
+//! side of the history API. Must never: let a room push reach a connection
+//! with positions before its op-20 frame, or answer a recovery in part.
+
+use super::ack::Ack;
+use super::conns::{ConnRef, Phase};
+use super::directory::owner_of;
+use super::fanout::with_offsets;
+use super::mesh::{Attached, ShardMsg};
+use super::sequencer::{Recovery, Sequencer};
+use super::websocket::Payload;
+use super::{session, Shard, State};
+use crate::http::response::push_string;
+use crate::protocol::{frame, op};
+use std::fmt::Write;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Outbound bytes kept free beside a replay for the replies around it (auth
+/// reply, op-20 frame, a heartbeat reply): a replay larger than the
+/// connection's outbound bound minus this is refused as too large.
+const REPLAY_HEADROOM_BYTES: usize = 1024;
+
+impl Shard {
+    /// Asks `room`'s sequencer where `conn` joins (member side). Callers
+    /// must not hold a borrow of `state`.
+    pub fn request_attach(&self, conn: ConnRef, room: &str, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
+        let sequencer = owner_of(room, self.shards);
+        self.send(sequencer, ShardMsg::Attach { room: Arc::from(room), conn, attach_seq, recover });
+    }
+
+    /// The sequencer's side of a join with positions.
+    pub(super) fn attach(&self, room: Arc<str>, conn: ConnRef, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
+        let replay_bytes_max =
+            self.config.limits.outbound_bytes_per_connection_max.saturating_sub(REPLAY_HEADROOM_BYTES);
+        let joined = {
+            let mut sequencer = self.sequencer.borrow_mut();
+            let recover = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
+            sequencer.attach(&room, recover, replay_bytes_max, || self.new_epoch())
+        };
+        {
+            let mut stats = self.stats.borrow_mut();
+            match joined.recovery {
+                Recovery::NotAsked => {}
+                Recovery::Recovered => stats.recoveries_served += 1,
+                Recovery::Refused(refusal) => stats.recoveries_refused[refusal.index()] += 1,
+            }
+        }
+        let attached = Attached { room, conn, attach_seq, joined };
+        self.send(conn.shard as usize, ShardMsg::Attached(Box::new(attached)));
+    }
+
+    /// The member side: the connection joins its room here and now.
+    pub(super) fn on_attached(&self, attached: Attached) {
+        let Attached { room, conn, attach_seq, joined } = attached;
+        let (current, register) = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            // Pushes applied before this answer are for the members that
+            // were there before it.
+            self.fan_out_rooms(state);
+            let (current, register) = match state.conns.get_mut(conn) {
+                Some(session) if session.close_reason.is_none() => {
+                    let register = session.phase == Phase::Attaching;
+                    if register {
+                        session.phase = Phase::Registering;
+                    }
+                    (session.attach_seq == attach_seq && session.room.is_none(), register)
+                }
+                _ => (false, false),
+            };
+            if current {
+                self.join_at(state, conn, &room, &joined);
+            }
+            (current, register)
+        };
+        if !current {
+            // Gone, or it moved on: the sequencer counted it, so uncount it.
+            self.send(owner_of(&*room, self.shards), ShardMsg::Detach { room });
+        }
+        if register {
+            session::register(self, conn);
+        }
+    }
+
+    /// Queues the op-20 frame and the replay, then adds `conn` to the room.
+    fn join_at(&self, state: &mut State, conn: ConnRef, room: &str, joined: &super::sequencer::Joined) {
+        let missed = joined.replay.len() as u32;
+        let recovered = joined.recovery == Recovery::Recovered;
+        self.enqueue_reply(state, conn, position_frame(room, &joined.epoch, joined.offset, recovered, missed));
+        if !joined.replay.is_empty() {
+            let replay = Payload::new(Rc::new(with_offsets(&joined.replay)), missed as u64);
+            if self.enqueue_payload(state, conn, &replay) {
+                self.stats.borrow_mut().frames_queued += missed as u64;
+            }
+        }
+        session::join(state, conn, room);
+        if let Some(session) = state.conns.get_mut(conn) {
+            session.attached = true;
+        }
+    }
+
+    /// The sequencer's side of `GET /goim/room/history`.
+    pub(super) fn history_page(&self, room: Arc<str>, since: u32, limit: u32, ack: Ack) {
+        let page = self.sequencer.borrow_mut().page(&room, since, limit as usize, || self.new_epoch());
+        self.confirm_with(ack, Some(Box::new(page)));
+    }
+
+    /// Copies the sequencer's gauges into this shard's counters.
+    pub(super) fn note_history(&self, sequencer: &Sequencer) {
+        let mut stats = self.stats.borrow_mut();
+        stats.history_bytes = sequencer.bytes() as u64;
+        stats.history_pushes = sequencer.kept() as u64;
+    }
+
+    /// The ticker's once-a-second housekeeping of the history.
+    pub fn expire_history(&self) {
+        let now_ms = self.now_ms();
+        let mut sequencer = self.sequencer.borrow_mut();
+        sequencer.expire(now_ms);
+        self.note_history(&sequencer);
+    }
+}
+
+/// The op-20 frame: version 1, sequence 0, JSON body.
+pub fn position_frame(room: &str, epoch: &str, offset: u32, recovered: bool, missed: u32) -> bytes::Bytes {
+    let mut body = String::with_capacity(96 + room.len());
+    body.push_str("{\"room\":");
+    push_string(&mut body, room);
+    body.push_str(",\"epoch\":");
+    push_string(&mut body, epoch);
+    let _ = write!(body, ",\"offset\":{offset},\"recovered\":{recovered},\"missed\":{missed}}}");
+    frame::encode(op::PUSH_VERSION, op::POSITION, 0, body.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_position_frame_is_op_20_with_the_json_of_positions_md() {
+        let bytes = position_frame("live://1\"x", "Ab1", 7, true, 3);
+        let (f, used) = frame::decode(&bytes, 4096).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!((f.ver, f.op, f.seq), (1, 20, 0));
+        assert_eq!(
+            std::str::from_utf8(f.body).unwrap(),
+            r#"{"room":"live://1\"x","epoch":"Ab1","offset":7,"recovered":true,"missed":3}"#
+        );
+    }
+}
