@@ -22,6 +22,18 @@
 //
 // In Node 20 (no global WebSocket) pass a constructor: `{ WebSocket }` from
 // the `ws` package or any object with the browser WebSocket interface.
+//
+// Positions and recovery (a corecast extension, off by default; goim ignores
+// it): with `positions: true` the token asks the server for the room's offsets.
+// The server then sends one op-20 (position) frame after the auth reply and
+// after each change of room, and every room push carries its room offset in
+// the frame's sequence field. The client remembers the epoch and the last
+// offset of its room, and every reconnect asks for the pushes it missed
+// (`recover` in the token); the server replays them before the live ones:
+//
+//   const client = await GoimClient.fromNodes(api, { room_id: 'live://1000' }, { positions: true });
+//   client.addEventListener('message', (e) => console.log(e.detail.offset, e.detail.text()));
+//   client.addEventListener('recovered', (e) => console.log('replayed', e.detail.missed));
 
 /** Length of every goim header. */
 export const HEADER_LEN = 16;
@@ -43,7 +55,15 @@ export const OP = Object.freeze({
   SUB_REPLY: 15,
   UNSUB: 16,
   UNSUB_REPLY: 17,
+  /** corecast extension: the room's epoch and offset (JSON body), server -> client. */
+  POSITION: 20,
 });
+
+/** Largest room offset: offsets are unsigned 32-bit (the frame's sequence field read unsigned). */
+export const OFFSET_MAX = 0xffffffff;
+
+/** Echoes of send() the client keeps apart from room pushes (bounded: old ones are forgotten). */
+const ECHOES_MAX = 64;
 
 /** goim's default reconnect backoff, in seconds (as /goim/nodes/weighted reports it). */
 export const DEFAULT_BACKOFF = Object.freeze({ base_delay: 3, factor: 1.8, jitter: 0.3, max_delay: 300 });
@@ -59,13 +79,18 @@ export class ProtocolError extends Error {
   }
 }
 
-/** One decoded goim frame. `body` is a view into the received bytes. */
+/**
+ * One decoded goim frame. `body` is a view into the received bytes. `offset`
+ * is the room offset of a room push on a connection with positions (the
+ * sequence field read unsigned), null otherwise.
+ */
 export class Frame {
   constructor(op, ver, seq, body) {
     this.op = op;
     this.ver = ver;
     this.seq = seq;
     this.body = body;
+    this.offset = null;
   }
 
   /** The body decoded as UTF-8 (invalid sequences become U+FFFD). */
@@ -167,6 +192,39 @@ function opsList(ops) {
   return Array.from(ops, Number);
 }
 
+/**
+ * Parses the JSON body of an op-20 frame:
+ * `{room, epoch, offset, recovered, missed}`. Throws ProtocolError when the
+ * body is not such an object.
+ * @param {Frame} frame
+ */
+export function parsePosition(frame) {
+  let body;
+  try {
+    body = JSON.parse(frame.text());
+  } catch {
+    throw new ProtocolError('position frame: invalid JSON');
+  }
+  const isCount = (n) => Number.isInteger(n) && n >= 0 && n <= OFFSET_MAX;
+  if (
+    !body ||
+    typeof body.room !== 'string' ||
+    typeof body.epoch !== 'string' ||
+    body.epoch === '' ||
+    !isCount(body.offset) ||
+    (body.missed !== undefined && !isCount(body.missed))
+  ) {
+    throw new ProtocolError(`position frame: unexpected body ${frame.text().slice(0, 200)}`);
+  }
+  return {
+    room: body.room,
+    epoch: body.epoch,
+    offset: body.offset,
+    recovered: body.recovered === true,
+    missed: body.missed ?? 0,
+  };
+}
+
 function makeEvent(type, detail) {
   if (typeof CustomEvent === 'function') return new CustomEvent(type, { detail });
   const event = new Event(type);
@@ -185,7 +243,15 @@ const WS_OPEN = 1;
  * - `state`        {state}: 'idle' | 'connecting' | 'authenticating' | 'connected' | 'reconnecting' | 'closed'
  * - `open`         {}: the WebSocket is open, the auth frame is sent
  * - `auth`         {}: the server accepted the token (op 8)
- * - `message`      Frame {op, ver, seq, body, text()}: one pushed frame (op-9 batches unpacked)
+ * - `message`      Frame {op, ver, seq, offset, body, text()}: one pushed frame (op-9 batches
+ *                   unpacked); `offset` is the room offset of a room push with positions, else null
+ * - `position`     {room, epoch, offset, recovered, missed, requested}: an op-20 frame (positions
+ *                   only): the room's epoch and its last offset (live pushes follow it; after a
+ *                   recovery the `missed` replayed ones up to it come first); `requested` is the
+ *                   {epoch, offset} the auth token asked to recover, or null
+ * - `recovered`    {room, epoch, offset, missed}: the server replays the `missed` room pushes after
+ *                   the requested offset (they follow as `message` events, then the live ones)
+ * - `duplicate`    Frame: a room push at or below the remembered offset, dropped (no `message`)
  * - `online`       {count}: the room's online count from a heartbeat reply (op 3)
  * - `reply`        Frame: a change-room / sub / unsub echo (op 13 / 15 / 17)
  * - `close`        {code, reason, wasClean}: the WebSocket closed
@@ -196,7 +262,13 @@ export class GoimClient extends EventTarget {
   /**
    * @param {object} options
    * @param {string} options.url  ws:// or wss:// URL of the server's /sub endpoint
-   * @param {{mid?: number, key?: string, room_id?: string, platform?: string, accepts?: number[]}} [options.token]
+   * @param {{mid?: number, key?: string, room_id?: string, platform?: string, accepts?: number[],
+   *   positions?: boolean, recover?: {epoch: string, offset: number}}} [options.token]
+   *   `positions: true` in the token is the same as the option; `recover` in the token is the
+   *   position of `room_id` to resume from on the first connect (e.g. one saved by the page), and
+   *   turns positions on.
+   * @param {boolean} [options.positions=false] ask for room offsets (op 20, offsets in the
+   *   sequence field) and recover missed room pushes on every reconnect
    * @param {number} [options.heartbeatMs=30000] heartbeat interval
    * @param {number} [options.heartbeatMax=2] heartbeats that may go unanswered before the connection is dropped
    * @param {number} [options.authTimeoutMs=10000] time from connect() to the auth reply
@@ -213,6 +285,7 @@ export class GoimClient extends EventTarget {
     authTimeoutMs = 10000,
     backoff = DEFAULT_BACKOFF,
     reconnect = true,
+    positions = false,
     WebSocket: WebSocketImpl = globalThis.WebSocket,
     random = Math.random,
   } = {}) {
@@ -231,6 +304,22 @@ export class GoimClient extends EventTarget {
       ...token,
     };
     this.token.accepts = opsList(this.token.accepts);
+    // The wire fields of positions are built per connect (see _authBody).
+    const { recover } = this.token;
+    /** Positions (op 20, room offsets, recovery) are asked for. */
+    this.positions = positions === true || this.token.positions === true || !!recover;
+    delete this.token.positions;
+    delete this.token.recover;
+    /**
+     * What the client has of its room: {room, epoch, offset} (offset = the last
+     * room push received), null when unknown. Sent as `recover` on every connect.
+     */
+    this.position = null;
+    if (recover && this.token.room_id) {
+      this.position = { room: this.token.room_id, epoch: String(recover.epoch), offset: Number(recover.offset) };
+    }
+    /** Room pushes dropped because their offset was not above the remembered one. */
+    this.duplicates = 0;
     this.heartbeatMs = heartbeatMs;
     this.heartbeatMax = Math.max(1, heartbeatMax);
     this.authTimeoutMs = authTimeoutMs;
@@ -252,6 +341,8 @@ export class GoimClient extends EventTarget {
     this._unanswered = 0;
     this._pending = new Map(); // reply op -> [{resolve, reject}]
     this._inbound = Promise.resolve(); // keeps Blob messages in order
+    this._echoes = []; // "op:seq" of send() frames whose echo is not a room push
+    this._requested = null; // the recover position sent on this connection
   }
 
   /**
@@ -260,7 +351,7 @@ export class GoimClient extends EventTarget {
    * https), the heartbeat interval and the backoff.
    * @param {string} apiBase e.g. 'http://127.0.0.1:3111'
    * @param {object} token the auth token (see the constructor)
-   * @param {object} [options] constructor options, plus `host` (the WebSocket
+   * @param {object} [options] constructor options (e.g. `positions: true`), plus `host` (the WebSocket
    *   host name; default: the API's), `fetch` (default: globalThis.fetch).
    *   An explicit `url` wins over the one built from the nodes data.
    */
@@ -325,7 +416,11 @@ export class GoimClient extends EventTarget {
    * connected, or null when the change only applies to the next connection.
    */
   changeRoom(room) {
-    this.token.room_id = room ?? '';
+    const next = room ?? '';
+    // The new room's op-20 frame brings its position; until then the client
+    // knows none (a reconnect meanwhile joins without `recover`).
+    if (next !== this.token.room_id || !next) this.position = null;
+    this.token.room_id = next;
     return this._request(OP.CHANGE_ROOM, OP.CHANGE_ROOM_REPLY, this.token.room_id);
   }
 
@@ -345,7 +440,14 @@ export class GoimClient extends EventTarget {
 
   /** Sends one raw frame (e.g. op 4 upstream). Returns its sequence number, or -1 if not connected. */
   send(op, body) {
-    return this._send(op, body);
+    const seq = this._send(op, body);
+    // The server echoes other ops with the same op and sequence: that echo
+    // must not be taken for a room push at offset `seq`.
+    if (seq > 0) {
+      this._echoes.push(`${op}:${seq}`);
+      if (this._echoes.length > ECHOES_MAX) this._echoes.shift();
+    }
+    return seq;
   }
 
   // -- internals ----------------------------------------------------------
@@ -383,7 +485,7 @@ export class GoimClient extends EventTarget {
       if (this._ws !== ws) return;
       this._setState('authenticating');
       this._emit('open', {});
-      this._send(OP.AUTH, JSON.stringify(this.token));
+      this._send(OP.AUTH, this._authBody());
     };
     ws.onmessage = (event) => {
       if (this._ws !== ws) return;
@@ -397,6 +499,24 @@ export class GoimClient extends EventTarget {
       if (this._ws !== ws) return;
       this._afterClose({ code: event?.code ?? 1006, reason: event?.reason ?? '', wasClean: !!event?.wasClean });
     };
+  }
+
+  /**
+   * The op-7 body for this connect: the token, plus `positions` and, when the
+   * client knows a position of its room, `recover` from it.
+   */
+  _authBody() {
+    const token = { ...this.token };
+    this._requested = null;
+    if (this.positions) {
+      token.positions = true;
+      const p = this.position;
+      if (p && token.room_id && p.room === token.room_id) {
+        this._requested = { epoch: p.epoch, offset: p.offset };
+        token.recover = { ...this._requested };
+      }
+    }
+    return JSON.stringify(token);
   }
 
   _drop(ws, code, reason) {
@@ -420,6 +540,7 @@ export class GoimClient extends EventTarget {
       for (const waiter of queue) waiter.reject(new Error('connection closed'));
     }
     this._pending.clear();
+    this._echoes = [];
     this._emit('close', detail);
     if (this._stopped || !this.reconnect) {
       this._setState('closed');
@@ -524,9 +645,72 @@ export class GoimClient extends EventTarget {
         this._emit('reply', frame);
         return;
       }
-      default:
+      case OP.POSITION:
+        if (this.positions) {
+          this._position(frame);
+          return;
+        }
         this._emit('message', frame);
+        return;
+      default:
+        this._push(frame);
     }
+  }
+
+  _position(frame) {
+    let position;
+    try {
+      position = parsePosition(frame);
+    } catch (error) {
+      // Not worth a reconnect: offsets are unknown until the next op-20 frame.
+      this._emit('error', { error });
+      this._requested = null;
+      if (this.position?.room === this.token.room_id) this.position = null;
+      return;
+    }
+    const requested = this._requested;
+    this._requested = null;
+    // A frame for a room the client has left meanwhile (changeRoom twice in
+    // a row) says nothing about the current one.
+    if (position.room === this.token.room_id) {
+      // After a recovery, `offset` is the room's current offset and the
+      // `missed` pushes up to it follow: the client has everything up to
+      // offset - missed, and each replayed push moves it on.
+      const last = position.recovered ? Math.max(0, position.offset - position.missed) : position.offset;
+      this.position = { room: position.room, epoch: position.epoch, offset: last };
+    }
+    this._emit('position', { ...position, requested });
+    if (position.recovered) {
+      const { room, epoch, offset, missed } = position;
+      this._emit('recovered', { room, epoch, offset, missed });
+    }
+  }
+
+  _push(frame) {
+    if (this.positions && frame.seq !== 0 && !this._isEcho(frame)) {
+      const offset = frame.seq >>> 0;
+      frame.offset = offset;
+      const p = this.position;
+      if (p && p.room === this.token.room_id) {
+        // The server sends every room push once; this guards against a
+        // replay overlapping what the client already has.
+        if (offset <= p.offset) {
+          this.duplicates += 1;
+          this._emit('duplicate', frame);
+          return;
+        }
+        p.offset = offset;
+      }
+    }
+    this._emit('message', frame);
+  }
+
+  _isEcho(frame) {
+    if (frame.body.length !== 0) return false;
+    const at = this._echoes.indexOf(`${frame.op}:${frame.seq}`);
+    if (at < 0) return false;
+    this._echoes.splice(at, 1);
+    return true;
   }
 
   _heartbeat() {

@@ -1,6 +1,8 @@
 // corecast browser demo: join a room over WebSocket, show the room's online
 // count and the messages pushed to it, push messages through the HTTP API.
-// Settings: see the comment in index.html.
+// The client asks for positions: each room message shows its room offset, and
+// after a reconnect the server replays what the page missed ("recovered N
+// missed messages"). Settings: see the comment in index.html.
 import { GoimClient, parseRoomKey } from './goim.js';
 
 const MESSAGES_MAX = 200;
@@ -14,7 +16,7 @@ const wsOverride = params.get('ws') || undefined;
 const operation = Number(params.get('op')) || 1000;
 const token = {
   mid: Number(params.get('mid')) || 0,
-  key: '',
+  key: params.get('key') ?? '',
   room_id: params.get('room') ?? 'live://1000',
   platform: 'web',
   accepts: [1000, 1001, 1002],
@@ -25,6 +27,8 @@ const ui = {
   status: $('status'),
   room: $('room'),
   online: $('online'),
+  offset: $('offset'),
+  recovery: $('recovery'),
   messages: $('messages'),
   pushForm: $('push-form'),
   pushText: $('push-text'),
@@ -54,6 +58,27 @@ function showOnline(count) {
   ui.online.textContent = count === null ? '–' : String(count);
 }
 
+function showPosition() {
+  const p = client?.position;
+  ui.offset.textContent = p ? String(p.offset) : '–';
+  ui.offset.title = p ? `epoch ${p.epoch}, last offset ${p.offset}` : 'room epoch and offset';
+}
+
+function showRecovery(text, bad = false) {
+  ui.recovery.className = bad ? 'bad' : '';
+  ui.recovery.textContent = text;
+}
+
+// After a reconnect (the client asked to recover): what the server could replay.
+function onPosition({ recovered, missed, requested }) {
+  showPosition();
+  if (recovered) {
+    showRecovery(`recovered ${missed} missed message${missed === 1 ? '' : 's'}`);
+  } else if (requested) {
+    showRecovery('could not recover the missed messages (the room restarted or they left the history)', true);
+  }
+}
+
 function addMessage(frame) {
   const li = document.createElement('li');
   const time = document.createElement('time');
@@ -66,7 +91,14 @@ function addMessage(frame) {
   const text = document.createElement('span');
   text.className = 'text';
   text.textContent = frame.text();
-  li.append(time, op, text);
+  li.append(time, op);
+  if (frame.offset !== null && frame.offset !== undefined) {
+    const offset = document.createElement('span');
+    offset.className = 'offset';
+    offset.textContent = `#${frame.offset}`;
+    li.append(offset);
+  }
+  li.append(text);
   ui.messages.prepend(li);
   while (ui.messages.children.length > MESSAGES_MAX) ui.messages.lastElementChild.remove();
 }
@@ -89,7 +121,12 @@ function wire(c) {
     setStatus('reconnecting', `reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt})`);
   });
   c.addEventListener('online', (e) => showOnline(e.detail.count));
-  c.addEventListener('message', (e) => addMessage(e.detail));
+  c.addEventListener('message', (e) => {
+    addMessage(e.detail);
+    showPosition();
+  });
+  c.addEventListener('position', (e) => onPosition(e.detail));
+  c.addEventListener('duplicate', (e) => console.warn('goim: dropped a duplicate of offset', e.detail.offset));
   c.addEventListener('error', (e) => console.warn('goim:', e.detail.error));
 }
 
@@ -98,7 +135,7 @@ async function start() {
   showRoom();
   setStatus('connecting', 'loading nodes…');
   try {
-    client = await GoimClient.fromNodes(api, token, { url: wsOverride });
+    client = await GoimClient.fromNodes(api, token, { url: wsOverride, positions: true });
   } catch (error) {
     console.warn('nodes/weighted failed:', error);
     if (!wsOverride) {
@@ -107,7 +144,7 @@ async function start() {
       return;
     }
     // The WebSocket URL is known: connect with goim's default settings.
-    client = new GoimClient({ url: wsOverride, token });
+    client = new GoimClient({ url: wsOverride, token, positions: true });
   }
   ui.wsUrl.textContent = client.url;
   wire(client);
@@ -181,6 +218,8 @@ ui.roomForm.addEventListener('submit', async (event) => {
   const change = client ? client.changeRoom(next) : Promise.resolve((token.room_id = next));
   showRoom();
   ui.messages.replaceChildren();
+  showRecovery('');
+  showPosition();
   try {
     await change;
   } catch (error) {

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -22,8 +23,11 @@ import {
   waitConnected,
   waitOnline,
   waitMessage,
+  waitRecovered,
+  pageMessages,
   withPageState,
 } from './lib.mjs';
+import { encodeFrame, decodeFrames, OP } from '../../clients/js/goim.js';
 
 const BIN = path.resolve(REPO_ROOT, process.env.CORECAST_BIN || 'target/debug/corecast');
 
@@ -48,6 +52,14 @@ enabled = true
 [protocol]
 # Short, so the page also gets online counts from heartbeat replies.
 heartbeat_s = 2
+
+[backoff]
+# Short and fixed (advertised by /goim/nodes/weighted), so a page that lost its
+# connection is back after 1 s.
+base_delay = 1
+max_delay = 1
+factor = 1.0
+jitter = 0.0
 `;
 
 /**
@@ -105,8 +117,53 @@ async function api(server, method, pathAndQuery, body) {
   return { headers: reply.headers, json: await reply.json() };
 }
 
-function pushRoom(server, text) {
-  return api(server, 'POST', '/goim/push/room?operation=1000&type=live&room=1000', text);
+function pushRoom(server, text, room = '1000') {
+  return api(server, 'POST', `/goim/push/room?operation=1000&type=live&room=${room}`, text);
+}
+
+/**
+ * A raw goim connection to the TCP port that authenticates with `token`.
+ * Resolves once the auth reply (op 8) came, with `closed` (resolves when the
+ * server closes it) and `socket`.
+ */
+async function tcpAuth(server, token) {
+  const at = server.tcp.lastIndexOf(':');
+  const socket = net.connect({ host: server.tcp.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(server.tcp.slice(at + 1)) });
+  socket.on('error', () => {}); // a reset counts as closed
+  const closed = once(socket, 'close');
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no auth reply over TCP within ${WAIT_MS} ms`)), WAIT_MS);
+    let pending = Buffer.alloc(0);
+    socket.on('data', (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      // Whole frames only: a frame may span TCP reads.
+      let whole = 0;
+      while (pending.length - whole >= 16 && pending.readInt32BE(whole) <= pending.length - whole) {
+        whole += pending.readInt32BE(whole);
+      }
+      const frames = decodeFrames(pending.subarray(0, whole));
+      pending = pending.subarray(whole);
+      if (frames.some((f) => f.op === OP.AUTH_REPLY)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    closed.then(() => {
+      clearTimeout(timer);
+      reject(new Error('TCP connection closed before the auth reply'));
+    });
+    socket.once('connect', () => socket.write(encodeFrame({ op: OP.AUTH, body: JSON.stringify(token) })));
+  });
+  return { socket, closed };
+}
+
+/** Resolves with `promise`, or rejects after WAIT_MS saying `what`. */
+async function within(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${WAIT_MS} ms`)), WAIT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 describe('demo page in Chromium against corecast', { timeout: 180_000 }, () => {
@@ -206,6 +263,64 @@ describe('demo page in Chromium against corecast', { timeout: 180_000 }, () => {
       assert.equal((await pushRoom(server, text)).json.code, 0);
       assert.equal(await waitMessage(pages[0], text), 3);
       assert.equal(await waitMessage(second, text), 1);
+    });
+  });
+
+  it('positions: the page loses its connection while pushes continue, recovers, shows every message once, in order', async (t) => {
+    // A room of its own, and a known key: a newer connection with the same
+    // key replaces (closes) the page's, and the page's reconnect replaces that
+    // one in turn.
+    const room = '2000';
+    const key = `recovery-page-${process.pid}`;
+    const query = new URLSearchParams({ api: `http://${server.http}`, ws: `ws://${server.ws}/sub`, room: `live://${room}`, key });
+    const page = await browser.context.newPage();
+    pages.push(page);
+    await withPageState(pages, async () => {
+      await page.goto(`http://${server.http}/demo/?${query}`);
+      await waitConnected(page);
+      // The op-20 frame came: the page knows the room's epoch and offset.
+      await page.waitForFunction(() => !!window.corecastDemo?.client?.position, null, { timeout: WAIT_MS });
+      const start = await page.evaluate(() => ({ ...window.corecastDemo.client.position }));
+      assert.match(start.epoch, /^[A-Za-z0-9]{1,32}$/);
+      assert.equal((await page.textContent('#recovery')).trim(), '', 'nothing to recover on the first connect');
+
+      const texts = [];
+      const push = async (text) => {
+        texts.push(text);
+        assert.equal((await pushRoom(server, text, room)).json.code, 0);
+      };
+      for (let i = 1; i <= 3; i++) await push(`before ${i}`);
+      await waitMessage(page, 'before 3');
+
+      // Kick the page: same key over the TCP port. Then push while it is away.
+      const intruder = await tcpAuth(server, { mid: 0, key, room_id: '', platform: 'test', accepts: [] });
+      await page.waitForFunction(() => document.querySelector('#status').dataset.state !== 'connected', null, {
+        timeout: WAIT_MS,
+      });
+      const away = 5;
+      for (let i = 1; i <= away; i++) await push(`while away ${i}`);
+
+      // The page reconnects by itself (1 s backoff), asks to recover, and its
+      // connection replaces the intruder's.
+      const missed = await waitRecovered(page);
+      t.diagnostic(`the page recovered ${missed} missed messages`);
+      assert.ok(missed > 0 && missed <= away, `recovered ${missed} of the ${away} pushed while away`);
+      await waitConnected(page);
+      await within(intruder.closed, "the page's reconnect closes the TCP connection with its key");
+
+      for (let i = 1; i <= 3; i++) await push(`after ${i}`);
+      await waitMessage(page, 'after 3');
+
+      // Every message once, in push order, with consecutive room offsets.
+      const shown = await pageMessages(page);
+      assert.deepEqual(shown.map((m) => m.text), texts);
+      assert.deepEqual(
+        shown.map((m) => m.offset),
+        texts.map((_, i) => start.offset + 1 + i),
+      );
+      assert.equal((await page.textContent('#offset')).trim(), String(start.offset + texts.length));
+      assert.equal(await page.evaluate(() => window.corecastDemo.client.duplicates), 0, 'no duplicates dropped');
+      assert.deepEqual(await page.evaluate(() => window.corecastDemo.client.position.epoch), start.epoch);
     });
   });
 

@@ -5,7 +5,10 @@
 //   - the HTTP API subset the demo uses (nodes/weighted, push/room, online/room),
 //     with `Access-Control-Allow-Origin: *`,
 //   - a minimal RFC 6455 WebSocket endpoint at /sub speaking goim frames, which
-//     delivers room pushes as op-9 batches like goim/corecast do.
+//     delivers room pushes as op-9 batches like goim/corecast do,
+//   - corecast's positions: room offsets (one epoch per fake), the op-20 frame
+//     after auth and change room for tokens with `positions` or `recover`, and
+//     recovery from the last HISTORY_MAX pushes of each room.
 // Only node: built-ins. Not used by demo.test.mjs (that one runs the real server).
 //
 //   node tests/browser/fake-server.mjs [PORT]   then open
@@ -21,6 +24,8 @@ import { encodeFrame, decodeFrames, OP } from '../../clients/js/goim.js';
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png' };
+/** Pushes kept per room for recovery. */
+const HISTORY_MAX = 100;
 const DEMO = { '/demo/': 'examples/web/index.html', '/demo/index.html': 'examples/web/index.html', '/demo/app.js': 'examples/web/app.js', '/demo/goim.js': 'clients/js/goim.js' };
 
 /** One WebSocket server frame (unmasked, unfragmented). */
@@ -60,6 +65,28 @@ function wsParse(buf) {
 export async function startFakeServer({ host = '127.0.0.1', port = 0, heartbeat = 2 } = {}) {
   const conns = new Set();
   const roomCount = (room) => [...conns].filter((c) => c.authed && c.room === room).length;
+  const epoch = `fake${crypto.randomBytes(4).toString('hex')}`;
+  const rooms = new Map(); // room key -> {offset, history: [{offset, op, body}]}
+  const roomState = (room) => {
+    if (!rooms.has(room)) rooms.set(room, { offset: 0, history: [] });
+    return rooms.get(room);
+  };
+  const control = { refuse: false };
+
+  /** The op-20 frame for `conn`'s room; with `recover`, the replay after it. */
+  function sendPosition(conn, recover) {
+    const state = roomState(conn.room);
+    const oldest = state.history.length ? state.history[0].offset : state.offset + 1;
+    const from = recover && recover.epoch === epoch ? Number(recover.offset) : -1;
+    const recovered = from >= 0 && from <= state.offset && from + 1 >= oldest;
+    const missed = recovered ? state.offset - from : 0;
+    const body = JSON.stringify({ room: conn.room, epoch, offset: state.offset, recovered, missed });
+    conn.send(encodeFrame({ op: OP.POSITION, body }));
+    if (missed > 0) {
+      const replay = state.history.filter((m) => m.offset > from);
+      conn.send(encodeFrame({ op: OP.RAW, body: Buffer.concat(replay.map((m) => encodeFrame({ op: m.op, seq: m.offset, body: m.body }))) }));
+    }
+  }
 
   function handleGoim(conn, frame) {
     const reply = (op, body) => conn.send(encodeFrame({ op, ver: frame.ver, seq: frame.seq, body }));
@@ -68,7 +95,10 @@ export async function startFakeServer({ host = '127.0.0.1', port = 0, heartbeat 
       const token = JSON.parse(frame.text());
       conn.authed = true;
       conn.room = token.room_id || '';
-      return reply(OP.AUTH_REPLY);
+      conn.positions = token.positions === true || !!token.recover;
+      reply(OP.AUTH_REPLY);
+      if (conn.positions && conn.room) sendPosition(conn, token.recover);
+      return;
     }
     switch (frame.op) {
       case OP.HEARTBEAT: {
@@ -78,7 +108,9 @@ export async function startFakeServer({ host = '127.0.0.1', port = 0, heartbeat 
       }
       case OP.CHANGE_ROOM:
         conn.room = frame.text();
-        return reply(OP.CHANGE_ROOM_REPLY, frame.body);
+        reply(OP.CHANGE_ROOM_REPLY, frame.body);
+        if (conn.positions && conn.room) sendPosition(conn, null);
+        return;
       case OP.SUB:
       case OP.UNSUB:
         return reply(frame.op + 1, frame.body);
@@ -89,13 +121,14 @@ export async function startFakeServer({ host = '127.0.0.1', port = 0, heartbeat 
 
   function upgrade(req, socket) {
     const key = req.headers['sec-websocket-key'];
-    if (new URL(req.url, 'http://x').pathname !== '/sub' || !key) return socket.destroy();
+    if (new URL(req.url, 'http://x').pathname !== '/sub' || !key || control.refuse) return socket.destroy();
     const accept = crypto.createHash('sha1').update(key + WS_GUID).digest('base64');
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
     socket.setNoDelay(true);
     const conn = {
       authed: false,
       room: '',
+      positions: false,
       send: (bytes) => socket.writable && socket.write(wsFrame(0x2, Buffer.from(bytes))),
       close: () => socket.end(wsFrame(0x8, Buffer.from([0x03, 0xe8]))),
     };
@@ -146,9 +179,16 @@ export async function startFakeServer({ host = '127.0.0.1', port = 0, heartbeat 
       const type = url.searchParams.get('type');
       const room = url.searchParams.get('room');
       if (!op || !type || !room) return json({ code: -400, message: 'bad request' });
-      // A batch of one frame, as an op-9 frame (what WebSocket clients get).
-      const batch = encodeFrame({ op: OP.RAW, body: encodeFrame({ op, body: body }) });
-      for (const c of conns) if (c.authed && c.room === `${type}://${room}`) c.send(batch);
+      // A batch of one frame, as an op-9 frame (what WebSocket clients get);
+      // with positions, the frame's sequence is the room offset.
+      const key = `${type}://${room}`;
+      const state = roomState(key);
+      state.offset += 1;
+      state.history.push({ offset: state.offset, op, body });
+      if (state.history.length > HISTORY_MAX) state.history.shift();
+      const batch = encodeFrame({ op: OP.RAW, body: encodeFrame({ op, body }) });
+      const numbered = encodeFrame({ op: OP.RAW, body: encodeFrame({ op, seq: state.offset, body }) });
+      for (const c of conns) if (c.authed && c.room === key) c.send(c.positions ? numbered : batch);
       return json({ code: 0, message: '' });
     }
     if (req.method === 'GET' && url.pathname === '/goim/online/room') {
@@ -176,6 +216,9 @@ export async function startFakeServer({ host = '127.0.0.1', port = 0, heartbeat 
   return {
     port: server.address().port,
     conns,
+    epoch,
+    /** Set `control.refuse` to turn WebSocket upgrades away (clients stay disconnected). */
+    control,
     close: () =>
       new Promise((resolve) => {
         for (const c of conns) c.close();

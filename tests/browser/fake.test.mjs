@@ -1,13 +1,23 @@
 // The demo page and the JS client in headless Chromium against fake-server.mjs
 // (a Node stand-in for corecast): the "serve the repository root" mode
 // (/examples/web/, goim.js through the re-export), a cross-origin API (CORS),
-// op-9 batches and a change of room. Needs no corecast binary; the real
-// end-to-end test is demo.test.mjs.
+// op-9 batches, a change of room, and positions (room offsets, recovery after
+// a reconnect). Needs no corecast binary; the real end-to-end test is
+// demo.test.mjs.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { startFakeServer } from './fake-server.mjs';
-import { launchBrowser, waitConnected, waitOnline, waitMessage, withPageState, WAIT_MS } from './lib.mjs';
+import {
+  launchBrowser,
+  waitConnected,
+  waitOnline,
+  waitMessage,
+  waitRecovered,
+  pageMessages,
+  withPageState,
+  WAIT_MS,
+} from './lib.mjs';
 
 describe('demo page in Chromium against the fake server', { timeout: 120_000 }, () => {
   let fake;
@@ -46,6 +56,12 @@ describe('demo page in Chromium against the fake server', { timeout: 120_000 }, 
       await page.fill('#push-text', 'from the form');
       await page.press('#push-text', 'Enter');
       assert.equal(await waitMessage(page, 'from the form'), 2);
+      // Room offsets from the op-20 frame on: #1, #2.
+      assert.deepEqual(await pageMessages(page), [
+        { offset: 1, text: 'batched ✓' },
+        { offset: 2, text: 'from the form' },
+      ]);
+      assert.equal((await page.textContent('#offset')).trim(), '2');
     });
   });
 
@@ -69,17 +85,32 @@ describe('demo page in Chromium against the fake server', { timeout: 120_000 }, 
     });
   });
 
-  it('the pages reconnect when the server drops them', async () => {
+  it('the pages reconnect when the server drops them, and recover what was pushed meanwhile', async () => {
     await withPageState(pages, async () => {
+      // Keep them out until the pushes are done.
+      fake.control.refuse = true;
       for (const c of fake.conns) c.close();
-      await pages[0].waitForFunction(() => document.querySelector('#status').dataset.state === 'reconnecting', null, {
-        timeout: WAIT_MS,
-      });
+      for (const page of pages) {
+        await page.waitForFunction(() => document.querySelector('#status').dataset.state !== 'connected', null, {
+          timeout: WAIT_MS,
+        });
+      }
+      await push(2000, 'while away 1');
+      await push(2000, 'while away 2');
+      fake.control.refuse = false;
       // The fake advertises base_delay 0.5 s; the second page keeps its new room.
       await waitConnected(pages[0]);
       await waitConnected(pages[1]);
+      assert.equal(await waitRecovered(pages[1]), 2);
+      assert.equal(await waitRecovered(pages[0]), 0);
       await push(2000, 'after reconnect');
       await waitMessage(pages[1], 'after reconnect');
+      assert.deepEqual(await pageMessages(pages[1]), [
+        { offset: 1, text: 'room 2000 only' },
+        { offset: 2, text: 'while away 1' },
+        { offset: 3, text: 'while away 2' },
+        { offset: 4, text: 'after reconnect' },
+      ]);
     });
   });
 

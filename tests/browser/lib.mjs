@@ -83,12 +83,40 @@ export async function waitMessage(page, text) {
   return handle.jsonValue();
 }
 
+/**
+ * The messages `#messages` shows, oldest first (the page prepends new ones):
+ * [{offset, text}], `offset` the number of the `#N` mark (null without one).
+ */
+export async function pageMessages(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#messages li')].reverse().map((li) => {
+      const mark = li.querySelector('.offset')?.textContent ?? '';
+      return { offset: /^#\d+$/.test(mark) ? Number(mark.slice(1)) : null, text: li.querySelector('.text')?.textContent };
+    }),
+  );
+}
+
+/** Waits until `#recovery` says "recovered N missed message(s)"; returns N. */
+export async function waitRecovered(page) {
+  const handle = await page.waitForFunction(
+    () => {
+      const match = /^recovered (\d+) missed messages?$/.exec(document.querySelector('#recovery')?.textContent.trim() ?? '');
+      return match ? match[1] : false; // a string: "0" is truthy
+    },
+    null,
+    { timeout: WAIT_MS },
+  );
+  return Number(await handle.jsonValue());
+}
+
 /** What the page showed and logged, for a failure message. */
 export async function pageState(page) {
   const dom = await page
     .evaluate(() => ({
       status: document.querySelector('#status')?.textContent,
       online: document.querySelector('#online')?.textContent,
+      offset: document.querySelector('#offset')?.textContent,
+      recovery: document.querySelector('#recovery')?.textContent,
       messages: [...document.querySelectorAll('#messages li')].map((li) => li.textContent),
       pushResult: document.querySelector('#push-result')?.textContent,
     }))
