@@ -11,7 +11,8 @@
 #   SECONDS                 window of each throughput run (default 5)
 #
 # The generator is this tree's target/release/corecast-bench (built here).
-# Environment: KEEP_WORK=1 keeps the scratch directory.
+# Environment: KEEP_WORK=1 keeps the scratch directory; ONLY="LABEL ..." runs
+# only those scenarios.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -52,6 +53,7 @@ source "$ROOT/scripts/bench-lib.sh"
 scenario() {
     local label=$1 shards=$2
     shift 2
+    [[ -n ${ONLY:-} && " $ONLY " != *" $label "* ]] && return
     local round version
     for round in 1 2; do
         for version in before after; do

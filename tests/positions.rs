@@ -339,30 +339,43 @@ fn history_api_serves_kept_pushes_with_since_limit_and_complete() {
 }
 
 #[test]
-fn history_bytes_and_age_bounds_hold_with_their_metrics() {
+fn history_byte_bound_drops_the_oldest_pushes_first_with_its_metrics() {
     // 2 shards: each holds at most 8 KiB of history.
-    let server = server_with(2, &[("bytes_max", 16 * 1024), ("age_max_s", 1)]);
+    let server = server_with(2, &[("bytes_max", 16 * 1024)]);
     let body = "x".repeat(500);
     for room in 0..8 {
         for _ in 0..10 {
             push(&server, &format!("big{room}"), &body);
         }
     }
+    // Counters of the other shard arrive with its next report.
     assert!(
-        wait_until(Duration::from_secs(3), || metric(&server, "corecast_history_pushes", None) > 0),
-        "pushes are kept"
+        wait_until(Duration::from_secs(3), || metric(&server, "corecast_room_pushes_sequenced_total", None) == 80),
+        "every push sequenced"
     );
     let bytes = metric(&server, "corecast_history_bytes", None);
     assert!(bytes > 0 && bytes <= 16 * 1024, "history bytes {bytes} within the bound");
     let kept = metric(&server, "corecast_history_pushes", None);
-    assert!(kept < 80, "{kept} pushes kept: the byte bound dropped the oldest");
-    assert_eq!(
-        history(&server, "room=big0").get_bool("complete"),
-        Some(false),
-        "the oldest room lost its pushes first"
-    );
-    // The age bound empties the history.
-    poll_eq("history pushes after the age bound", Duration::from_secs(5), (0, 0), || {
+    assert!(kept > 0 && kept < 80, "{kept} pushes kept: the byte bound dropped some");
+    // The oldest go first, whatever their room: the room pushed first lost
+    // pushes, the room pushed last keeps all ten.
+    assert_eq!(history(&server, "room=big0").get_bool("complete"), Some(false));
+    let last = history(&server, "room=big7");
+    assert_eq!((last.get_bool("complete"), last.get_array("messages").map(|m| m.len())), (Some(true), Some(10)));
+}
+
+#[test]
+fn history_age_bound_empties_the_history_with_its_metrics() {
+    let server = server_with(2, &[("age_max_s", 1)]);
+    for i in 1..=5 {
+        push(&server, "aged", &format!("a{i}"));
+    }
+    let kept = history(&server, "room=aged");
+    assert_eq!(kept.get_array("messages").map(|m| m.len()), Some(5), "kept at first: {kept}");
+    poll_eq("kept pushes of the room after the age bound", Duration::from_secs(5), Some(0), || {
+        history(&server, "room=aged").get_array("messages").map(|m| m.len())
+    });
+    poll_eq("history gauges after the age bound", Duration::from_secs(5), (0, 0), || {
         (metric(&server, "corecast_history_pushes", None), metric(&server, "corecast_history_bytes", None))
     });
 }

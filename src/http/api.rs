@@ -61,12 +61,17 @@ pub enum Handled {
 /// The reply to a request that waited: `{"code":0}` once every shard
 /// applied its push (or the history page), -500 past `CONFIRM_TIMEOUT_MS`.
 pub async fn reply_later(wait: Wait) -> Reply {
-    let timeout = Duration::from_millis(CONFIRM_TIMEOUT_MS);
-    let answer = futures_lite::future::or(async { Some(wait.await) }, async {
-        glommio::timer::sleep(timeout).await;
-        None
-    })
-    .await;
+    let answer = match wait.ready() {
+        Some(answer) => Some(answer),
+        None => {
+            let timeout = Duration::from_millis(CONFIRM_TIMEOUT_MS);
+            futures_lite::future::or(async { Some(wait.await) }, async {
+                glommio::timer::sleep(timeout).await;
+                None
+            })
+            .await
+        }
+    };
     match answer {
         Some(Answer::Done) => Reply::ok(None),
         Some(Answer::History(page)) => Reply::ok(Some(&history_json(&page))),

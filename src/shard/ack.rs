@@ -63,10 +63,29 @@ struct Ticket {
     waker: Option<Waker>,
 }
 
+/// Ticket ids are sequential numbers made here, not input: a multiply is
+/// hash enough (SipHash would cost more than the rest of a lookup).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8 | *byte as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// The tickets of one shard's API requests.
 #[derive(Default)]
 pub struct Tickets {
-    open: HashMap<u64, Ticket>,
+    open: HashMap<u64, Ticket, std::hash::BuildHasherDefault<IdHasher>>,
     next_id: u64,
 }
 
@@ -107,6 +126,18 @@ impl Tickets {
         })
     }
 
+    /// The answer of ticket `id` if all its weight is back, without waiting.
+    fn take_if_done(&mut self, id: u64) -> Option<Answer> {
+        if self.open.get(&id).is_some_and(|ticket| ticket.weight_left > 0) {
+            return None;
+        }
+        let ticket = self.open.remove(&id)?;
+        Some(match ticket.page {
+            Some(page) => Answer::History(page),
+            None => Answer::Done,
+        })
+    }
+
     fn forget(&mut self, id: u64) {
         self.open.remove(&id);
     }
@@ -125,6 +156,14 @@ impl Tickets {
 pub struct Wait {
     pub(crate) shard: Rc<super::Shard>,
     pub(crate) id: u64,
+}
+
+impl Wait {
+    /// The answer if the ticket is complete already (a push that stayed on
+    /// this shard is): no timer, no task switch.
+    pub fn ready(&self) -> Option<Answer> {
+        self.shard.tickets.borrow_mut().take_if_done(self.id)
+    }
 }
 
 impl Future for Wait {
