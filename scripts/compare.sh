@@ -12,7 +12,7 @@
 #
 # The generator is this tree's target/release/corecast-bench (built here).
 # Environment: KEEP_WORK=1 keeps the scratch directory; ONLY="LABEL ..." runs
-# only those scenarios.
+# only those scenarios; ROUNDS=N alternates N times (default 2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -55,7 +55,7 @@ scenario() {
     shift 2
     [[ -n ${ONLY:-} && " $ONLY " != *" $label "* ]] && return
     local round version
-    for round in 1 2; do
+    for round in $(seq 1 "${ROUNDS:-2}"); do
         for version in before after; do
             if [[ $version == before ]]; then SERVER=$BEFORE; else SERVER=$AFTER; fi
             run "$version" "$label" "$shards" "$@"

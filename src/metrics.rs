@@ -114,27 +114,27 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "Recoveries answered with every missed push.",
         stats.recoveries_served,
     );
-    out.push_str("# HELP corecast_recoveries_refused_total Recoveries refused (recovered false), by reason.\n");
-    out.push_str("# TYPE corecast_recoveries_refused_total counter\n");
-    for refusal in Refusal::ALL {
-        let _ = writeln!(
-            out,
-            "corecast_recoveries_refused_total{{reason=\"{}\"}} {}",
-            refusal.name(),
-            stats.recoveries_refused[refusal.index()]
-        );
-    }
-    out.push_str("# HELP corecast_connections_closed_total Client connections closed, by reason.\n");
-    out.push_str("# TYPE corecast_connections_closed_total counter\n");
-    for reason in CloseReason::ALL {
-        let _ = writeln!(
-            out,
-            "corecast_connections_closed_total{{reason=\"{}\"}} {}",
-            reason.name(),
-            stats.closed[reason.index()]
-        );
-    }
+    by_reason(
+        &mut out,
+        "corecast_recoveries_refused_total",
+        "Recoveries refused (recovered false), by reason.",
+        Refusal::ALL.iter().map(|r| (r.name(), stats.recoveries_refused[r.index()])),
+    );
+    by_reason(
+        &mut out,
+        "corecast_connections_closed_total",
+        "Client connections closed, by reason.",
+        CloseReason::ALL.iter().map(|r| (r.name(), stats.closed[r.index()])),
+    );
     out
+}
+
+/// A counter with one series per `reason` label.
+fn by_reason<'a>(out: &mut String, name: &str, help: &str, series: impl Iterator<Item = (&'a str, u64)>) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+    for (reason, value) in series {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+    }
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ impl Shard {
     /// every shard (this one included) over the FIFO mesh, each returning
     /// its share of `ack` once applied.
     fn sequence_room(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
-        let now_ms = self.now_ms();
+        let now_ms = self.coarse_ms();
         let offset = {
             let mut sequencer = self.sequencer.borrow_mut();
             let offset = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());

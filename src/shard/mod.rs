@@ -124,6 +124,7 @@ pub struct Shard {
     /// The cursor of the throttled walk started last (the next one follows it).
     pub last_walk: RefCell<Option<Rc<dispatch::WalkCursor>>>,
     started: Instant,
+    coarse_ms: Cell<u64>,
     /// API requests waiting for their pushes to be applied everywhere.
     pub tickets: RefCell<Tickets>,
     /// The rooms whose order this shard decides.
@@ -170,6 +171,7 @@ impl Shard {
             throttled_walks: Cell::new(0),
             last_walk: RefCell::new(None),
             started: Instant::now(),
+            coarse_ms: Cell::new(0),
             tickets: RefCell::new(Tickets::default()),
             sequencer: RefCell::new(Sequencer::new(history_bounds(&config, shards))),
             acks: RefCell::new(HashMap::new()),
@@ -179,9 +181,20 @@ impl Shard {
         }
     }
 
-    /// Milliseconds since the shard started (the history's clock).
+    /// Milliseconds since the shard started.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// The history's clock: `now_ms` as of the ticker's last tick (100 ms
+    /// steps), so a push does not pay a clock read.
+    pub fn coarse_ms(&self) -> u64 {
+        self.coarse_ms.get()
+    }
+
+    /// Called by the ticker every tick.
+    pub fn tick_clock(&self) {
+        self.coarse_ms.set(self.now_ms());
     }
 
     /// Opens a ticket for an API request: the ack its pushes carry, and the

@@ -257,6 +257,7 @@ async fn ticker(shard: Rc<Shard>) {
             shard.begin_shutdown();
             return;
         }
+        shard.tick_clock();
         expire_idle(&shard);
         if last_history.elapsed() >= HISTORY_EVERY {
             last_history = Instant::now();

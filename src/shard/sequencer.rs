@@ -24,6 +24,9 @@ use std::sync::Arc;
 pub const KEPT_OVERHEAD_BYTES: usize = 64;
 /// Real memory of one entry of the eviction order.
 pub const ORDER_ENTRY_BYTES: usize = 32;
+/// Stale eviction-order entries tolerated before a compaction, whatever
+/// the number kept.
+const STALE_ENTRIES_MIN: usize = 1024;
 
 /// The history bounds of one shard (config `[history]`, bytes divided by shards).
 #[derive(Debug, Clone, Copy)]
@@ -120,11 +123,13 @@ pub struct Sequencer {
     /// Kept frames plus overheads plus order entries.
     bytes: usize,
     kept: usize,
+    /// Entries of `order` whose push the per-room bound already dropped.
+    stale: usize,
 }
 
 impl Sequencer {
     pub fn new(bounds: HistoryBounds) -> Sequencer {
-        Sequencer { bounds, streams: HashMap::new(), order: VecDeque::new(), bytes: 0, kept: 0 }
+        Sequencer { bounds, streams: HashMap::new(), order: VecDeque::new(), bytes: 0, kept: 0, stale: 0 }
     }
 
     /// Bytes of history held (frames and bookkeeping).
@@ -181,9 +186,36 @@ impl Sequencer {
         stream.history.push_back(Kept { offset, frame: frame.clone() });
         self.bytes = self.bytes - freed + frame.len() + KEPT_OVERHEAD_BYTES + ORDER_ENTRY_BYTES;
         self.kept = self.kept + 1 - dropped;
+        self.stale += dropped;
         self.order.push_back((room.clone(), offset, now_ms));
+        if self.stale > self.kept.max(STALE_ENTRIES_MIN) {
+            self.compact();
+        }
         self.evict(now_ms);
         offset
+    }
+
+    /// Drops the entries of `order` whose push is gone, so a busy room at
+    /// its per-room bound does not fill the byte bound with them. Amortized:
+    /// it runs once stale entries outnumber live ones, and consecutive
+    /// entries of one room share one lookup.
+    fn compact(&mut self) {
+        let streams = &self.streams;
+        let mut last: Option<(Arc<str>, u32)> = None;
+        let before = self.order.len();
+        self.order.retain(|(room, offset, _)| {
+            let front = match &last {
+                Some((last_room, front)) if Arc::ptr_eq(last_room, room) => *front,
+                _ => {
+                    let front = streams.get(room).and_then(|s| s.history.front()).map_or(u32::MAX, |k| k.offset);
+                    last = Some((room.clone(), front));
+                    front
+                }
+            };
+            *offset >= front
+        });
+        self.bytes -= (before - self.order.len()) * ORDER_ENTRY_BYTES;
+        self.stale = 0;
     }
 
     /// Drops the oldest pushes while past the byte bound or the age bound.
@@ -196,13 +228,13 @@ impl Sequencer {
             let (room, offset) = (room.clone(), *offset);
             self.order.pop_front();
             self.bytes -= ORDER_ENTRY_BYTES;
-            if let Some(stream) = self.streams.get_mut(&room) {
-                if stream.history.front().is_some_and(|kept| kept.offset == offset) {
-                    if let Some(kept) = stream.history.pop_front() {
-                        self.bytes -= kept.frame.len() + KEPT_OVERHEAD_BYTES;
-                        self.kept -= 1;
-                    }
+            let live = self.streams.get_mut(&room).filter(|s| s.history.front().is_some_and(|k| k.offset == offset));
+            match live.and_then(|stream| stream.history.pop_front()) {
+                Some(kept) => {
+                    self.bytes -= kept.frame.len() + KEPT_OVERHEAD_BYTES;
+                    self.kept -= 1;
                 }
+                None => self.stale = self.stale.saturating_sub(1),
             }
         }
         if self.order.is_empty() && self.order.capacity() > 1024 {
@@ -398,6 +430,20 @@ mod tests {
         // A room whose state was dropped starts a new epoch.
         seq.sequence(&a, &frame(3), 5000, epoch("A2"));
         assert_eq!(&*seq.page(&a, 0, 10, epoch("X")).epoch, "A2");
+    }
+
+    #[test]
+    fn a_room_at_its_per_room_bound_does_not_fill_the_byte_bound() {
+        let mut seq = Sequencer::new(bounds(3, 300_000, 1 << 30));
+        let room: Arc<str> = Arc::from("live://hot");
+        for n in 1..=100_000 {
+            seq.sequence(&room, &frame(n), 0, epoch("E"));
+        }
+        assert_eq!(seq.kept(), 3);
+        let live = 3 * (frame(1).len() + 1 + KEPT_OVERHEAD_BYTES + ORDER_ENTRY_BYTES);
+        assert!(seq.bytes() <= live + (STALE_ENTRIES_MIN + 1) * ORDER_ENTRY_BYTES, "{} bytes", seq.bytes());
+        let page = seq.page(&room, 0, 10, epoch("X"));
+        assert_eq!(page.messages.iter().map(|m| m.0).collect::<Vec<_>>(), vec![99_998, 99_999, 100_000]);
     }
 
     #[test]
