@@ -6,6 +6,7 @@
 #
 # Writes perf.data and a flat report (top symbols, kernel and user) to a
 # temporary directory it prints. Needs `perf` (Debian: linux-perf).
+# CORECAST_BIN=PATH profiles another server binary (an older build, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=1
@@ -34,7 +35,7 @@ bind = "127.0.0.1:0"
 bind = ""
 TOML
 ulimit -n "$(ulimit -Hn)"
-target/release/corecast --config "$WORK/server.toml" >"$WORK/server.out" 2>"$WORK/server.err" &
+"${CORECAST_BIN:-target/release/corecast}" --config "$WORK/server.toml" >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "corecast ready" "$WORK/server.out" && break; sleep 0.05; done

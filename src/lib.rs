@@ -8,8 +8,10 @@
 //! - `http`: the push / online / nodes API: parser, query decoding, the
 //!   endpoints, and the per-shard connection loop.
 //! - `shard`: everything a core owns: connections (`conns`, `session`),
-//!   rooms, its directory partition, online counts, outboxes and the
-//!   flusher, the mesh to other shards, and the runtime that starts it all.
+//!   rooms, the order and history of the rooms it sequences (`sequencer`,
+//!   `positions`), its directory partition, online counts, outboxes, the
+//!   fan-out and the flusher, the mesh to other shards with its
+//!   acknowledgements (`ack`), and the runtime that starts it all.
 //! - `tls`: the WSS port's TLS on rustls.
 //! - `ws`: the WebSocket wire format and upgrade handshake (sans-IO).
 //!
@@ -23,8 +25,10 @@
 //!
 //! # Data flow
 //!
-//! accept → handshake/auth → register (room, directory) → push (HTTP API →
-//! mesh → dispatch into outboxes) → flusher → socket.
+//! accept → handshake/auth → register (room, directory; with positions,
+//! through the room's sequencer) → push (HTTP API → room sequencer or key
+//! directory → mesh → dispatch into room batches and outboxes; the reply
+//! waits for every shard's acknowledgement) → fan-out → flusher → socket.
 
 pub mod config;
 pub mod http;
