@@ -69,7 +69,13 @@ impl Shard {
                 self.deliver_conns(&conns, op, frame);
                 self.confirm(ack);
             }
-            ShardMsg::Confirm { id, weight, page } => self.tickets.borrow_mut().credit(id, weight, page),
+            ShardMsg::Confirms(confirms) => {
+                let mut tickets = self.tickets.borrow_mut();
+                for (id, weight) in confirms {
+                    tickets.credit(id, weight, None);
+                }
+            }
+            ShardMsg::Page { id, weight, page } => self.tickets.borrow_mut().credit(id, weight, Some(page)),
             ShardMsg::Attach { room, conn, attach_seq, recover } => self.attach(room, conn, attach_seq, recover),
             ShardMsg::Attached(attached) => self.on_attached(*attached),
             ShardMsg::Detach { room } => self.sequencer.borrow_mut().detach(&room),

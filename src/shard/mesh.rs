@@ -74,11 +74,14 @@ pub enum ShardMsg {
         frame: Bytes,
         ack: Ack,
     },
-    /// A share of a ticket comes back (with a history page, for that query).
-    Confirm {
+    /// Shares of tickets come back: (ticket id, weight). Consecutive
+    /// confirmations to one peer share one message (`Outgoing::confirm`).
+    Confirms(Vec<(u64, u64)>),
+    /// The answer to a `History` query, with the whole weight of its ticket.
+    Page {
         id: u64,
         weight: u64,
-        page: Option<Box<HistoryPage>>,
+        page: Box<HistoryPage>,
     },
     /// To the room's sequencer: `conn` joins `room` with positions (and
     /// asks to recover from `recover`).
@@ -162,6 +165,19 @@ impl Outgoing {
         self.queues[peer].borrow_mut().push(msg);
         self.pending_messages.set(self.pending_messages.get() + 1);
         self.signals[peer].raise();
+    }
+
+    /// Queues a confirmation for `peer`, in the last message to it when
+    /// that one is a `Confirms` already.
+    pub fn confirm(&self, peer: usize, id: u64, weight: u64) {
+        {
+            let mut queue = self.queues[peer].borrow_mut();
+            if let Some(ShardMsg::Confirms(confirms)) = queue.last_mut() {
+                confirms.push((id, weight));
+                return;
+            }
+        }
+        self.send(peer, ShardMsg::Confirms(vec![(id, weight)]));
     }
 
     /// True while more than `mesh_pending_messages_max` messages wait to

@@ -214,7 +214,11 @@ impl Shard {
         if ack.shard as usize == self.id {
             self.tickets.borrow_mut().credit(ack.id, ack.weight, page);
         } else {
-            self.outgoing.send(ack.shard as usize, ShardMsg::Confirm { id: ack.id, weight: ack.weight, page });
+            let peer = ack.shard as usize;
+            match page {
+                Some(page) => self.outgoing.send(peer, ShardMsg::Page { id: ack.id, weight: ack.weight, page }),
+                None => self.outgoing.confirm(peer, ack.id, ack.weight),
+            }
         }
     }
 
