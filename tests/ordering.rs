@@ -157,3 +157,25 @@ fn a_push_to_nobody_is_still_answered() {
     server.push_keys(OP, &["after-nobody"], b"y");
     member.expect_push(OP, b"y");
 }
+
+/// A `100 Continue` for a request whose body has not arrived goes after the
+/// replies to the pushes pipelined before it (it answers that request only).
+#[test]
+fn a_100_continue_never_overtakes_the_reply_to_an_earlier_pipelined_push() {
+    let server = server(2);
+    let mut member = server.auth(1, "cont", "live://cont", &[OP]);
+    let mut conn = common::HttpConn::connect(server.http);
+    let mut bytes = common::build_request("POST", "/goim/push/room?operation=1000&type=live&room=cont", &[], b"one");
+    bytes.extend_from_slice(
+        b"POST /goim/push/room?operation=1000&type=live&room=cont HTTP/1.1\r\n\
+          Host: 127.0.0.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    );
+    conn.write(&bytes);
+    let first = conn.read_response();
+    assert_eq!(first.status, 200, "the first push's reply comes first, not a 100: {first:?}");
+    common::assert_push_ok(&first, "first push");
+    assert_eq!(conn.read_response().status, 100, "then the 100 Continue for the second");
+    conn.write(b"two");
+    common::assert_push_ok(&conn.read_response(), "second push");
+    assert_eq!(bodies(&mut member, 2), vec!["one".to_string(), "two".to_string()]);
+}

@@ -379,3 +379,30 @@ fn history_age_bound_empties_the_history_with_its_metrics() {
         (metric(&server, "corecast_history_pushes", None), metric(&server, "corecast_history_bytes", None))
     });
 }
+
+/// The sequencer checks a replay against the outbound bound alone; the
+/// joining connection's outbox already holds its auth reply and op-20 frame
+/// (long for a long room name). A replay that does not fit next to them is
+/// refused whole (recovered false) instead of being dropped after "recovered".
+#[test]
+fn a_replay_that_does_not_fit_the_outbound_bound_is_refused_whole() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "outbound_bytes_per_connection_max", 4096).set("limits", "slow_consumer_policy", "drop");
+    let server = Server::start_with(&config);
+    let id = "r".repeat(1500);
+    let room = format!("live://{id}");
+    let (member, position) = join(&server, "fit", &room, r#","positions":true"#);
+    member.close();
+    // 2,628 bytes of frames: under the sequencer's 3,072, over what is left
+    // beside a 1.5 KB op-20 frame.
+    for i in 0..4 {
+        server.push_room(OP, "live", &id, format!("{i}{}", "x".repeat(640)).as_bytes());
+    }
+    let (mut member, answer) = join(&server, "fit", &room, &recover(&position, position.offset));
+    assert_eq!((answer.recovered, answer.missed, answer.offset), (false, 0, position.offset + 4), "{answer:?}");
+    server.push_room(OP, "live", &id, b"live");
+    assert_eq!(next_push(&mut member), (position.offset + 5, "live".into()), "live pushes only");
+    poll_eq("refused as too large", Duration::from_secs(3), 1, || {
+        metric(&server, "corecast_recoveries_refused_total", Some("too_large"))
+    });
+}

@@ -16,7 +16,6 @@ use crate::shard::Shard;
 use base64::Engine;
 use std::fmt::Write;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// How long a reply waits for every shard to confirm its push before it
 /// answers -500 (a shard that far behind is a fault, not load).
@@ -59,12 +58,12 @@ pub enum Handled {
 }
 
 /// The reply to a request that waited: `{"code":0}` once every shard
-/// applied its push (or the history page), -500 past `CONFIRM_TIMEOUT_MS`.
-pub async fn reply_later(wait: Wait) -> Reply {
+/// applied its push (or the history page), -500 past `deadline`.
+pub async fn reply_later(wait: Wait, deadline: std::time::Instant) -> Reply {
     let answer = match wait.ready() {
         Some(answer) => Some(answer),
         None => {
-            let timeout = Duration::from_millis(CONFIRM_TIMEOUT_MS);
+            let timeout = deadline.saturating_duration_since(std::time::Instant::now());
             futures_lite::future::or(async { Some(wait.await) }, async {
                 glommio::timer::sleep(timeout).await;
                 None

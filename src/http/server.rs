@@ -130,11 +130,13 @@ struct InFlight {
 
 impl InFlight {
     /// Waits for every reply and appends them to `output`, in request order.
+    /// One deadline for them all: a fault costs one timeout, not one each.
     async fn drain(&mut self, output: &mut Vec<u8>) {
+        let deadline = std::time::Instant::now() + Duration::from_millis(api::CONFIRM_TIMEOUT_MS);
         for (handled, close) in self.replies.drain(..) {
             let reply = match handled {
                 Handled::Now(reply) => reply,
-                Handled::Later(wait) => api::reply_later(wait).await,
+                Handled::Later(wait) => api::reply_later(wait, deadline).await,
             };
             api::write_reply(output, &reply, close);
         }
@@ -180,6 +182,8 @@ async fn answer_complete_requests(
                 (body_start..body_start + length, head.head_bytes + length, false)
             }
             BodyFraming::Length(_) => {
+                // Earlier replies go first: a 100 before them would answer the wrong request.
+                in_flight.drain(output).await;
                 send_continue(&head, output, continue_sent);
                 break Next::ReadMore;
             }
@@ -187,6 +191,7 @@ async fn answer_complete_requests(
                 match parser::decode_chunked(&input[body_start..], limits.request_body_bytes_max, &mut chunked_body) {
                     Ok(Some(length)) => (0..chunked_body.len(), head.head_bytes + length, true),
                     Ok(None) => {
+                        in_flight.drain(output).await;
                         send_continue(&head, output, continue_sent);
                         break Next::ReadMore;
                     }
@@ -207,6 +212,13 @@ async fn answer_complete_requests(
         let handled = api::handle(shard, head.method, &input[target_range], body);
         in_flight.class = Some(class);
         in_flight.replies.push((handled, !head.keep_alive));
+        if class == api::Class::Read {
+            // Reads are answered one by one, so `OUTPUT_BYTES_MAX` bounds what
+            // a pipelining client makes us buffer (a history page can be
+            // megabytes); only pushes, whose replies are a few bytes, stay in
+            // flight together.
+            in_flight.drain(output).await;
+        }
         pos += used;
         *continue_sent = false;
         if !head.keep_alive {

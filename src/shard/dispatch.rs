@@ -43,7 +43,10 @@ impl Shard {
     pub fn apply(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Sequence { room, frame, ack } => self.sequence_room(room, frame, ack),
-            ShardMsg::Room { room, offset, frame, ack } => {
+            ShardMsg::Room { room, offset, frame, new_epoch, ack } => {
+                if let Some(epoch) = new_epoch {
+                    self.announce_epoch(&room, &epoch);
+                }
                 self.deliver_room(&room, offset, frame);
                 self.confirm(ack);
             }
@@ -126,15 +129,16 @@ impl Shard {
     /// its share of `ack` once applied.
     fn sequence_room(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
         let now_ms = self.coarse_ms();
-        let offset = {
+        let (offset, new_epoch) = {
             let mut sequencer = self.sequencer.borrow_mut();
-            let offset = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
+            let sequenced = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
             self.note_history(&sequencer);
-            offset
+            sequenced
         };
         self.stats.borrow_mut().pushes_sequenced += 1;
-        for (shard, part) in (0..self.shards).zip(ack.split(self.shards)) {
-            self.send(shard, ShardMsg::Room { room: room.clone(), offset, frame: frame.clone(), ack: part });
+        for (shard, ack) in (0..self.shards).zip(ack.split(self.shards)) {
+            let (room, frame, new_epoch) = (room.clone(), frame.clone(), new_epoch.clone());
+            self.send(shard, ShardMsg::Room { room, offset, frame, new_epoch, ack });
         }
     }
 
@@ -198,6 +202,12 @@ impl Shard {
                 self.id
             );
         }
+        // What a broadcast is ordered against (positions.md section 1): a
+        // speed-0 one is applied at once, like any push, so it is ordered
+        // against every push, and it may overtake a throttled walk still
+        // running (waiting behind the walk would hold every later room or key
+        // push behind it too). Throttled walks keep their order among
+        // themselves, except past THROTTLED_WALKS_MAX, where one goes out at once.
         if conns_per_s == 0 || walks.get() >= THROTTLED_WALKS_MAX {
             let slots = self.state.borrow().conns.slot_count();
             self.deliver_all_slots(op, &payload, 0, slots);
@@ -212,18 +222,21 @@ impl Shard {
         let step_ms = (step as u64 * 1000 / conns_per_s as u64).max(1);
         let cursor = Rc::new(WalkCursor::default());
         let ahead = self.last_walk.replace(Some(cursor.clone()));
+        // The walk covers the connections there when it was applied: a fixed
+        // end, so a walk that is done never moves again and the one behind it
+        // cannot pass the one ahead of both.
+        let end_slot = self.state.borrow().conns.slot_count();
         glommio::spawn_local(async move {
             loop {
                 let next = cursor.next.get();
-                let slots = shard.state.borrow().conns.slot_count();
-                if next >= slots || shard.stopping.get() {
+                if next >= end_slot || shard.stopping.get() {
                     cursor.done.set(true);
                     shard.throttled_walks.set(shard.throttled_walks.get() - 1);
                     return;
                 }
                 let limit = match &ahead {
-                    Some(ahead) if !ahead.done.get() => ahead.next.get().min(slots),
-                    _ => slots,
+                    Some(ahead) if !ahead.done.get() => ahead.next.get().min(end_slot),
+                    _ => end_slot,
                 };
                 let end = next.saturating_add(step).min(limit);
                 if end > next {

@@ -39,10 +39,13 @@ pub enum ShardMsg {
         ack: Ack,
     },
     /// From the room's sequencer: deliver to every local member of `room`.
+    /// `new_epoch` is set when this push starts a new epoch (offset 1 after
+    /// 2^32 pushes): members with positions get a new op-20 frame first.
     Room {
         room: Arc<str>,
         offset: u32,
         frame: Bytes,
+        new_epoch: Option<Arc<str>>,
         ack: Ack,
     },
     /// Deliver to every local connection accepting `op`, walking about

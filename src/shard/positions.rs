@@ -18,7 +18,7 @@ use super::conns::{ConnRef, Phase};
 use super::directory::owner_of;
 use super::fanout::with_offsets;
 use super::mesh::{Attached, ShardMsg};
-use super::sequencer::{Recovery, Sequencer};
+use super::sequencer::{Recovery, Refusal, Sequencer};
 use super::websocket::Payload;
 use super::{session, Shard, State};
 use crate::http::response::push_string;
@@ -31,6 +31,8 @@ use std::sync::Arc;
 /// reply, op-20 frame, a heartbeat reply): a replay larger than the
 /// connection's outbound bound minus this is refused as too large.
 const REPLAY_HEADROOM_BYTES: usize = 1024;
+/// WebSocket headers around the op-20 message and the replay's op-9 message.
+const WS_FRAMING_BYTES: usize = 64;
 
 impl Shard {
     /// Asks `room`'s sequencer where `conn` joins (member side). Callers
@@ -49,14 +51,6 @@ impl Shard {
             let recover = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
             sequencer.attach(&room, recover, replay_bytes_max, || self.new_epoch())
         };
-        {
-            let mut stats = self.stats.borrow_mut();
-            match joined.recovery {
-                Recovery::NotAsked => {}
-                Recovery::Recovered => stats.recoveries_served += 1,
-                Recovery::Refused(refusal) => stats.recoveries_refused[refusal.index()] += 1,
-            }
-        }
         let attached = Attached { room, conn, attach_seq, joined };
         self.send(conn.shard as usize, ShardMsg::Attached(Box::new(attached)));
     }
@@ -95,11 +89,31 @@ impl Shard {
     }
 
     /// Queues the op-20 frame and the replay, then adds `conn` to the room.
+    /// A replay that would not fit the connection's outbound bound next to
+    /// what it holds already is refused whole here (the sequencer only
+    /// checked it against the bound): never "recovered" with pushes dropped.
     fn join_at(&self, state: &mut State, conn: ConnRef, room: &str, joined: &super::sequencer::Joined) {
-        let missed = joined.replay.len() as u32;
-        let recovered = joined.recovery == Recovery::Recovered;
-        self.enqueue_reply(state, conn, position_frame(room, &joined.epoch, joined.offset, recovered, missed));
-        if !joined.replay.is_empty() {
+        let mut recovery = joined.recovery;
+        let replay_bytes: usize = joined.replay.iter().map(|(_, frame)| frame.len()).sum();
+        let queued_bytes = state.conns.get(conn).map_or(0, |session| session.outbox.queued_bytes());
+        let frame = position_frame(room, &joined.epoch, joined.offset, true, joined.replay.len() as u32);
+        let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
+        if recovery == Recovery::Recovered && queued_bytes + frame.len() + replay_bytes + WS_FRAMING_BYTES > bytes_max {
+            recovery = Recovery::Refused(Refusal::TooLarge);
+        }
+        {
+            let mut stats = self.stats.borrow_mut();
+            match recovery {
+                Recovery::NotAsked => {}
+                Recovery::Recovered => stats.recoveries_served += 1,
+                Recovery::Refused(refusal) => stats.recoveries_refused[refusal.index()] += 1,
+            }
+        }
+        let recovered = recovery == Recovery::Recovered;
+        let missed = if recovered { joined.replay.len() as u32 } else { 0 };
+        let frame = if recovered { frame } else { position_frame(room, &joined.epoch, joined.offset, false, 0) };
+        self.enqueue_reply(state, conn, frame);
+        if recovered && !joined.replay.is_empty() {
             let replay = Payload::new(Rc::new(with_offsets(&joined.replay)), missed as u64);
             if self.enqueue_payload(state, conn, &replay) {
                 self.stats.borrow_mut().frames_queued += missed as u64;
@@ -108,6 +122,21 @@ impl Shard {
         session::join(state, conn, room);
         if let Some(session) = state.conns.get_mut(conn) {
             session.attached = true;
+        }
+    }
+
+    /// The room started a new epoch: every local member with positions gets
+    /// an op-20 frame for it (offset 0) after the pushes of the old one.
+    pub(super) fn announce_epoch(&self, room: &str, epoch: &str) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        self.fan_out_rooms(state);
+        let frame = position_frame(room, epoch, 0, false, 0);
+        for slot in state.rooms.member_slots(room) {
+            let Some((conn, session)) = state.conns.by_slot_mut(slot) else { continue };
+            if session.positions {
+                self.enqueue_reply(state, conn, frame.clone());
+            }
         }
     }
 

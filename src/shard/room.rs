@@ -34,6 +34,11 @@ impl Rooms {
         self.map.get(room).map_or(0, |r| r.members.len())
     }
 
+    /// The slots of `room`'s local members (a copy: the caller queues to them).
+    pub fn member_slots(&self, room: &str) -> Vec<u32> {
+        self.map.get(room).map_or_else(Vec::new, |r| r.members.clone())
+    }
+
     /// Adds `slot` to `room`; returns the shared room key and the member index.
     pub fn join(&mut self, room: &str, slot: u32) -> (Rc<str>, u32) {
         let key = match self.map.get_key_value(room) {

@@ -106,6 +106,9 @@ struct Kept {
 }
 
 struct Stream {
+    /// The room key, shared by the map and every entry of the eviction
+    /// order (one allocation per room, not one per push).
+    room: Arc<str>,
     epoch: Arc<str>,
     offset: u32,
     history: VecDeque<Kept>,
@@ -151,29 +154,29 @@ impl Sequencer {
         stream_of(&mut self.streams, room, new_epoch)
     }
 
-    /// Gives `frame` the room's next offset and keeps it. Returns the offset.
+    /// Gives `frame` the room's next offset and keeps it. Returns the
+    /// offset, and the room's new epoch when this push started one.
     pub fn sequence(
         &mut self,
         room: &Arc<str>,
         frame: &Bytes,
         now_ms: u64,
         mut new_epoch: impl FnMut() -> Arc<str>,
-    ) -> u32 {
+    ) -> (u32, Option<Arc<str>>) {
         let per_room = self.bounds.pushes_per_room_max;
-        let stream = stream_of(&mut self.streams, room, &mut new_epoch);
-        if stream.offset == u32::MAX {
+        let mut started = None;
+        if self.streams.get(room).is_some_and(|stream| stream.offset == u32::MAX) {
             // Offsets are 32-bit: after 2^32 pushes the room starts a new
-            // epoch rather than reuse an offset.
-            self.kept -= stream.history.len();
-            self.bytes -= stream.history.iter().map(|kept| kept.frame.len() + KEPT_OVERHEAD_BYTES).sum::<usize>();
-            stream.history = VecDeque::new();
-            stream.epoch = new_epoch();
-            stream.offset = 0;
+            // epoch rather than reuse an offset (members with positions are
+            // told by a new op-20 frame).
+            self.restart(room, new_epoch());
+            started = self.streams.get(room).map(|stream| stream.epoch.clone());
         }
+        let stream = stream_of(&mut self.streams, room, &mut new_epoch);
         stream.offset += 1;
         let offset = stream.offset;
         if per_room == 0 {
-            return offset;
+            return (offset, started);
         }
         let mut freed = 0;
         let mut dropped = 0;
@@ -187,12 +190,26 @@ impl Sequencer {
         self.bytes = self.bytes - freed + frame.len() + KEPT_OVERHEAD_BYTES + ORDER_ENTRY_BYTES;
         self.kept = self.kept + 1 - dropped;
         self.stale += dropped;
-        self.order.push_back((room.clone(), offset, now_ms));
+        let key = stream.room.clone();
+        self.order.push_back((key, offset, now_ms));
         if self.stale > self.kept.max(STALE_ENTRIES_MIN) {
             self.compact();
         }
         self.evict(now_ms);
-        offset
+        (offset, started)
+    }
+
+    /// Starts `room` over in `epoch` at offset 0, its history dropped.
+    fn restart(&mut self, room: &Arc<str>, epoch: Arc<str>) {
+        let Some(stream) = self.streams.get_mut(room) else { return };
+        self.kept -= stream.history.len();
+        self.bytes -= stream.history.iter().map(|kept| kept.frame.len() + KEPT_OVERHEAD_BYTES).sum::<usize>();
+        stream.history = VecDeque::new();
+        stream.epoch = epoch;
+        stream.offset = 0;
+        // Its entries in the eviction order are stale now (the room has no
+        // history), and so are any others': drop them all.
+        self.compact();
     }
 
     /// Drops the entries of `order` whose push is gone, so a busy room at
@@ -201,18 +218,20 @@ impl Sequencer {
     /// entries of one room share one lookup.
     fn compact(&mut self) {
         let streams = &self.streams;
-        let mut last: Option<(Arc<str>, u32)> = None;
+        // The offset of each room's oldest kept push; u64::MAX when none.
+        let mut last: Option<(Arc<str>, u64)> = None;
         let before = self.order.len();
         self.order.retain(|(room, offset, _)| {
             let front = match &last {
                 Some((last_room, front)) if Arc::ptr_eq(last_room, room) => *front,
                 _ => {
-                    let front = streams.get(room).and_then(|s| s.history.front()).map_or(u32::MAX, |k| k.offset);
+                    let front =
+                        streams.get(room).and_then(|s| s.history.front()).map_or(u64::MAX, |kept| kept.offset as u64);
                     last = Some((room.clone(), front));
                     front
                 }
             };
-            *offset >= front
+            *offset as u64 >= front
         });
         self.bytes -= (before - self.order.len()) * ORDER_ENTRY_BYTES;
         self.stale = 0;
@@ -299,8 +318,8 @@ impl Sequencer {
         new_epoch: impl FnOnce() -> Arc<str>,
     ) -> HistoryPage {
         let stream = self.stream(room, new_epoch);
-        let oldest = stream.history.front().map_or(stream.offset + 1, |kept| kept.offset);
-        let complete = since >= stream.offset || since + 1 >= oldest;
+        let oldest = stream.history.front().map_or(stream.offset as u64 + 1, |kept| kept.offset as u64);
+        let complete = since >= stream.offset || since as u64 + 1 >= oldest;
         let messages = stream
             .history
             .iter()
@@ -318,6 +337,7 @@ fn stream_of<'a>(
     new_epoch: impl FnOnce() -> Arc<str>,
 ) -> &'a mut Stream {
     streams.entry(room.clone()).or_insert_with(|| Stream {
+        room: room.clone(),
         epoch: new_epoch(),
         offset: 0,
         history: VecDeque::new(),
@@ -371,7 +391,7 @@ mod tests {
         let mut seq = Sequencer::new(bounds(3, 300_000, 1 << 20));
         let room: Arc<str> = Arc::from("live://1");
         for n in 1..=5 {
-            assert_eq!(seq.sequence(&room, &frame(n), 0, epoch("E")), n);
+            assert_eq!(seq.sequence(&room, &frame(n), 0, epoch("E")).0, n);
         }
         assert_eq!(seq.kept(), 3);
         let page = seq.page(&room, 0, 10, epoch("X"));
@@ -447,15 +467,34 @@ mod tests {
     }
 
     #[test]
+    fn offset_2_pow_32_starts_a_new_epoch_with_no_history() {
+        let mut seq = Sequencer::new(bounds(3, 300_000, 1 << 20));
+        let room: Arc<str> = Arc::from("live://old");
+        let other: Arc<str> = Arc::from("live://other");
+        seq.sequence(&room, &frame(1), 0, epoch("E"));
+        seq.sequence(&other, &frame(1), 0, epoch("O"));
+        seq.streams.get_mut(&room).expect("stream").offset = u32::MAX - 1;
+        assert_eq!(seq.sequence(&room, &frame(2), 0, epoch("X")), (u32::MAX, None));
+        let page = seq.page(&room, u32::MAX, 10, epoch("X"));
+        assert!(page.complete && page.messages.is_empty());
+        assert_eq!(seq.sequence(&room, &frame(3), 0, epoch("E2")), (1, Some(Arc::from("E2"))));
+        let page = seq.page(&room, 0, 10, epoch("X"));
+        assert_eq!((&*page.epoch, page.offset, page.messages.len()), ("E2", 1, 1));
+        assert_eq!(seq.kept(), 2, "the other room keeps its push");
+        let live = 2 * (7 + KEPT_OVERHEAD_BYTES + ORDER_ENTRY_BYTES);
+        assert_eq!(seq.bytes(), live, "no bookkeeping of the old epoch is left");
+    }
+
+    #[test]
     fn attached_rooms_keep_their_epoch_without_history() {
         let mut seq = Sequencer::new(bounds(0, 1000, 1 << 20));
         let room: Arc<str> = Arc::from("live://1");
         let joined = seq.attach(&room, None, 0, epoch("E"));
         assert_eq!((joined.offset, joined.recovery), (0, Recovery::NotAsked));
-        assert_eq!(seq.sequence(&room, &frame(1), 0, epoch("X")), 1);
+        assert_eq!(seq.sequence(&room, &frame(1), 0, epoch("X")).0, 1);
         assert_eq!(seq.kept(), 0, "history off");
         seq.expire(10_000);
-        assert_eq!(seq.sequence(&room, &frame(2), 0, epoch("X")), 2, "same epoch while attached");
+        assert_eq!(seq.sequence(&room, &frame(2), 0, epoch("X")).0, 2, "same epoch while attached");
         seq.detach("live://1");
         seq.expire(10_000);
         assert_eq!(seq.streams(), 0);
