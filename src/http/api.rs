@@ -3,14 +3,18 @@
 //! Owns: goim's exact API behaviour (goim-compat.md section 5): HTTP 200 with
 //! `{"code","message","data"}`; -400 for bad parameters; parameters from the
 //! query only; the body is the pushed message as bytes; and corecast's
-//! history API (positions.md section 5). Must never: await while handling
-//! (a request is answered from this shard's state or starts its pushes and
-//! returns a `Later`, which the connection loop awaits).
+//! history API (positions.md section 5). A request is `parse`d first (its
+//! `Class` tells the connection loop whether it may start before the ones
+//! in flight are applied), then `start`ed: answered from this shard's state,
+//! or its pushes sent with a ticket whose `Later` reply the loop awaits.
+//! Must never: await, or read state in `parse` (a read must see every push
+//! pipelined before it, so it is answered in `start`).
 
 use super::parser::Method;
 use super::query::Query;
 use super::response::{self, envelope, push_string, OK, REQUEST_ERROR, SERVER_ERROR};
 use crate::shard::ack::{Answer, Wait};
+use crate::shard::directory::owner_of;
 use crate::shard::sequencer::HistoryPage;
 use crate::shard::Shard;
 use base64::Engine;
@@ -27,8 +31,9 @@ pub const CONFIRM_TIMEOUT_MS: u64 = 10_000;
 /// (positions.md section 1: pipelined requests take effect in request order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// Through the room's sequencer (one per room; a connection is in one room).
-    Room,
+    /// Through the room's sequencer shard (this one): pushes to rooms of
+    /// one sequencer travel the same FIFO channels, whatever the room.
+    Room(usize),
     /// Through each key's directory shard (one key, one connection).
     Keys,
     /// Through each mid's directory shard.
@@ -39,15 +44,45 @@ pub enum Class {
     Read,
 }
 
-/// The class of a request, from its method and target.
-pub fn class(method: Method, target: &[u8]) -> Class {
-    let path = target.split(|b| *b == b'?').next().unwrap_or(target);
-    match (method, path) {
-        (Method::Post, b"/goim/push/room") => Class::Room,
-        (Method::Post, b"/goim/push/keys") => Class::Keys,
-        (Method::Post, b"/goim/push/mids") => Class::Mids,
-        (Method::Post, b"/goim/push/all") => Class::All,
-        _ => Class::Read,
+/// A parsed request, before it starts anything (`parse`, then `start`).
+pub enum Request {
+    Keys {
+        keys: Vec<String>,
+        op: i32,
+    },
+    Mids {
+        mids: Vec<i64>,
+        op: i32,
+    },
+    Room {
+        room: String,
+        op: i32,
+    },
+    All {
+        op: i32,
+        speed: u32,
+    },
+    History {
+        room: String,
+        since: u32,
+        limit: u32,
+    },
+    /// Answered from this shard's state when it starts (online counts,
+    /// nodes, metrics, the demo page, 404).
+    Local,
+    /// A request error (code -400).
+    Refused(String),
+}
+
+impl Request {
+    pub fn class(&self, shards: usize) -> Class {
+        match self {
+            Request::Room { room, .. } => Class::Room(owner_of(room.as_str(), shards)),
+            Request::Keys { .. } => Class::Keys,
+            Request::Mids { .. } => Class::Mids,
+            Request::All { .. } => Class::All,
+            Request::History { .. } | Request::Local | Request::Refused(_) => Class::Read,
+        }
     }
 }
 
@@ -108,28 +143,75 @@ impl Reply {
 }
 
 type Outcome = Result<Reply, String>;
-type Started = Result<Handled, String>;
+type Parsed = Result<Request, String>;
 
-/// Answers one request. `target` is the raw request target (path and query).
-pub fn handle(shard: &Rc<Shard>, method: Method, target: &[u8], body: &[u8]) -> Handled {
-    let (path, raw_query) = match target.iter().position(|b| *b == b'?') {
+fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
+    match target.iter().position(|b| *b == b'?') {
         Some(q) => (&target[..q], &target[q + 1..]),
         None => (target, &b""[..]),
-    };
+    }
+}
+
+/// Reads a request's parameters. `target` is the raw request target (path
+/// and query).
+pub fn parse(shard: &Shard, method: Method, target: &[u8]) -> Request {
+    let (path, raw_query) = split_target(target);
     let targets_max = shard.config.limits.request_targets_max;
     let query = match Query::parse(raw_query, targets_max + 16) {
         Ok(query) => query,
-        Err(_) => return Handled::Now(Reply::request_error("too many query parameters")),
+        Err(_) => return Request::Refused("too many query parameters".into()),
     };
-    let started = match (method, path) {
-        (Method::Post, b"/goim/push/keys") => push_keys(shard, &query, body),
-        (Method::Post, b"/goim/push/mids") => push_mids(shard, &query, body),
-        (Method::Post, b"/goim/push/room") => push_room(shard, &query, body),
-        (Method::Post, b"/goim/push/all") => push_all(shard, &query, body),
+    let parsed = match (method, path) {
+        (Method::Post, b"/goim/push/keys") => push_keys(shard, &query),
+        (Method::Post, b"/goim/push/mids") => push_mids(shard, &query),
+        (Method::Post, b"/goim/push/room") => push_room(&query),
+        (Method::Post, b"/goim/push/all") => push_all(&query),
         (Method::Get, b"/goim/room/history") => room_history(shard, &query),
-        _ => return Handled::Now(answer(shard, method, path, &query)),
+        _ => Ok(Request::Local),
     };
-    started.unwrap_or_else(|message| Handled::Now(Reply::request_error(&message)))
+    parsed.unwrap_or_else(Request::Refused)
+}
+
+/// Starts what `request` asks for: pushes leave with a ticket (`Later`),
+/// local reads are answered from this shard's state now.
+pub fn start(shard: &Rc<Shard>, request: Request, method: Method, target: &[u8], body: &[u8]) -> Handled {
+    let ticket = || Shard::open_ticket(shard);
+    match request {
+        Request::Keys { keys, op } => {
+            let (ack, wait) = ticket();
+            shard.push_keys(keys, op, body, ack);
+            Handled::Later(wait)
+        }
+        Request::Mids { mids, op } => {
+            let (ack, wait) = ticket();
+            shard.push_mids(mids, op, body, ack);
+            Handled::Later(wait)
+        }
+        Request::Room { room, op } => {
+            let (ack, wait) = ticket();
+            shard.push_room(&room, op, body, ack);
+            Handled::Later(wait)
+        }
+        Request::All { op, speed } => {
+            let (ack, wait) = ticket();
+            shard.push_all(op, body, speed, ack);
+            Handled::Later(wait)
+        }
+        Request::History { room, since, limit } => {
+            let (ack, wait) = ticket();
+            shard.query_history(&room, since, limit, ack);
+            Handled::Later(wait)
+        }
+        Request::Refused(message) => Handled::Now(Reply::request_error(&message)),
+        Request::Local => {
+            let (path, raw_query) = split_target(target);
+            let targets_max = shard.config.limits.request_targets_max;
+            match Query::parse(raw_query, targets_max + 16) {
+                Ok(query) => Handled::Now(answer(shard, method, path, &query)),
+                Err(_) => Handled::Now(Reply::request_error("too many query parameters")),
+            }
+        }
+    }
 }
 
 /// Requests answered from this shard's state alone.
@@ -186,44 +268,36 @@ fn list<'a>(shard: &Shard, query: &'a Query, name: &'a str) -> Result<Vec<&'a st
     Ok(values)
 }
 
-fn push_keys(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
+fn push_keys(shard: &Shard, query: &Query) -> Parsed {
     let op = int::<i32>(query, "operation")?;
     let keys = list(shard, query, "keys")?;
-    let (ack, wait) = Shard::open_ticket(shard);
-    shard.push_keys(keys.into_iter().map(String::from).collect(), op, body, ack);
-    Ok(Handled::Later(wait))
+    Ok(Request::Keys { keys: keys.into_iter().map(String::from).collect(), op })
 }
 
-fn push_mids(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
+fn push_mids(shard: &Shard, query: &Query) -> Parsed {
     let op = int::<i32>(query, "operation")?;
     let mids = list(shard, query, "mids")?
         .into_iter()
         .map(|text| text.parse::<i64>().map_err(|_| format!("mids: invalid integer {text:?}")))
         .collect::<Result<Vec<i64>, String>>()?;
-    let (ack, wait) = Shard::open_ticket(shard);
-    shard.push_mids(mids, op, body, ack);
-    Ok(Handled::Later(wait))
+    Ok(Request::Mids { mids, op })
 }
 
-fn push_room(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
+fn push_room(query: &Query) -> Parsed {
     let op = required_int::<i32>(query, "operation")?;
     let room_type = required_str(query, "type")?;
     let room = required_str(query, "room")?;
-    let (ack, wait) = Shard::open_ticket(shard);
-    shard.push_room(&format!("{room_type}://{room}"), op, body, ack);
-    Ok(Handled::Later(wait))
+    Ok(Request::Room { room: format!("{room_type}://{room}"), op })
 }
 
-fn push_all(shard: &Rc<Shard>, query: &Query, body: &[u8]) -> Started {
+fn push_all(query: &Query) -> Parsed {
     let op = required_int::<i32>(query, "operation")?;
     let speed = int::<i32>(query, "speed")?;
-    let (ack, wait) = Shard::open_ticket(shard);
-    shard.push_all(op, body, speed.max(0) as u32, ack);
-    Ok(Handled::Later(wait))
+    Ok(Request::All { op, speed: speed.max(0) as u32 })
 }
 
 /// GET /goim/room/history?type=&room=&since=&limit= (positions.md section 5).
-fn room_history(shard: &Rc<Shard>, query: &Query) -> Started {
+fn room_history(shard: &Shard, query: &Query) -> Parsed {
     let room_type = required_str(query, "type")?;
     let room = required_str(query, "room")?;
     let since = int::<u32>(query, "since")?;
@@ -232,9 +306,7 @@ fn room_history(shard: &Rc<Shard>, query: &Query) -> Started {
         0 => limit_max,
         limit => limit.min(limit_max),
     };
-    let (ack, wait) = Shard::open_ticket(shard);
-    shard.query_history(&format!("{room_type}://{room}"), since, limit, ack);
-    Ok(Handled::Later(wait))
+    Ok(Request::History { room: format!("{room_type}://{room}"), since, limit })
 }
 
 /// The `data` of a history reply.
@@ -377,4 +449,26 @@ fn metrics(shard: &Shard) -> Reply {
 /// Frames `reply` as an HTTP response into `out`.
 pub fn write_reply(out: &mut Vec<u8>, reply: &Reply, close: bool) {
     response::write(out, reply.status, reply.reason, reply.content_type, reply.body.as_bytes(), close);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_pushes_share_a_class_only_through_one_sequencer() {
+        let shards = 3;
+        let room = |name: &str| Request::Room { room: name.into(), op: 1000 };
+        let names = ["live://1", "live://2", "live://3", "live://4", "live://5", "live://6"];
+        let owners: Vec<usize> = names.iter().map(|name| owner_of(*name, shards)).collect();
+        assert!(owners.iter().any(|o| *o != owners[0]), "the sample spreads over sequencers");
+        for (name, owner) in names.iter().zip(&owners) {
+            assert_eq!(room(name).class(shards), Class::Room(*owner));
+        }
+        assert_eq!(Request::Local.class(shards), Class::Read);
+        assert_ne!(
+            Request::Keys { keys: vec![], op: 1 }.class(shards),
+            Request::Mids { mids: vec![], op: 1 }.class(shards)
+        );
+    }
 }

@@ -203,13 +203,15 @@ async fn answer_complete_requests(
                 }
             }
         };
-        let target_range = pos + head.target_start..pos + head.target_end;
-        let class = api::class(head.method, &input[target_range.clone()]);
+        let target = &input[pos + head.target_start..pos + head.target_end];
+        let request = api::parse(shard, head.method, target);
+        let class = request.class(shard.shards);
         if in_flight.class.is_some_and(|c| c != class) || in_flight.replies.len() >= IN_FLIGHT_MAX {
             in_flight.drain(output).await;
         }
+        let target = &input[pos + head.target_start..pos + head.target_end];
         let body = if chunked { &chunked_body[body_range] } else { &input[body_range] };
-        let handled = api::handle(shard, head.method, &input[target_range], body);
+        let handled = api::start(shard, request, head.method, target, body);
         in_flight.class = Some(class);
         in_flight.replies.push((handled, !head.keep_alive));
         if class == api::Class::Read {
