@@ -93,19 +93,9 @@ pub enum Handled {
 }
 
 /// The reply to a request that waited: `{"code":0}` once every shard
-/// applied its push (or the history page), -500 past `deadline`.
-pub async fn reply_later(wait: Wait, deadline: std::time::Instant) -> Reply {
-    let answer = match wait.ready() {
-        Some(answer) => Some(answer),
-        None => {
-            let timeout = deadline.saturating_duration_since(std::time::Instant::now());
-            futures_lite::future::or(async { Some(wait.await) }, async {
-                glommio::timer::sleep(timeout).await;
-                None
-            })
-            .await
-        }
-    };
+/// applied its push (or the history page); -500 when it was not confirmed
+/// within `CONFIRM_TIMEOUT_MS` (`None`).
+pub fn reply_to(answer: Option<Answer>) -> Reply {
     match answer {
         Some(Answer::Done) => Reply::ok(None),
         Some(Answer::History(page)) => Reply::ok(Some(&history_json(&page))),

@@ -130,13 +130,28 @@ struct InFlight {
 
 impl InFlight {
     /// Waits for every reply and appends them to `output`, in request order.
-    /// One deadline for them all: a fault costs one timeout, not one each.
+    /// One deadline for them all, on one timer made only when some reply is
+    /// not ready yet: a fault costs one timeout, not one each, and replies
+    /// confirmed already cost no timer at all.
     async fn drain(&mut self, output: &mut Vec<u8>) {
-        let deadline = std::time::Instant::now() + Duration::from_millis(api::CONFIRM_TIMEOUT_MS);
+        let mut timer: Option<glommio::timer::Timer> = None;
         for (handled, close) in self.replies.drain(..) {
             let reply = match handled {
                 Handled::Now(reply) => reply,
-                Handled::Later(wait) => api::reply_later(wait, deadline).await,
+                Handled::Later(wait) => match wait.ready() {
+                    Some(answer) => api::reply_to(Some(answer)),
+                    None => {
+                        let timer = timer.get_or_insert_with(|| {
+                            glommio::timer::Timer::new(Duration::from_millis(api::CONFIRM_TIMEOUT_MS))
+                        });
+                        let answer = futures_lite::future::or(async { Some(wait.await) }, async {
+                            timer.await;
+                            None
+                        })
+                        .await;
+                        api::reply_to(answer)
+                    }
+                },
             };
             api::write_reply(output, &reply, close);
         }
