@@ -19,7 +19,7 @@
 //! before all its weight is back, or keep a ticket whose waiter is gone.
 
 use super::sequencer::HistoryPage;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -63,44 +63,49 @@ struct Ticket {
     waker: Option<Waker>,
 }
 
-/// Ticket ids are sequential numbers made here, not input: a multiply is
-/// hash enough (SipHash would cost more than the rest of a lookup).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 << 8 | *byte as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// The tickets of one shard's API requests.
+/// The tickets of one shard's API requests: a window over sequential ids
+/// (ids are made here, and tickets end roughly in the order they opened), so
+/// a lookup is an index, not a hash.
 #[derive(Default)]
 pub struct Tickets {
-    open: HashMap<u64, Ticket, std::hash::BuildHasherDefault<IdHasher>>,
-    next_id: u64,
+    /// Tickets `base`, `base + 1`, ...; `None` once ended.
+    open: VecDeque<Option<Ticket>>,
+    base: u64,
+    live: usize,
 }
 
 impl Tickets {
     /// Opens a ticket; returns its id.
     pub fn open(&mut self) -> u64 {
-        self.next_id += 1;
-        self.open.insert(self.next_id, Ticket { weight_left: FULL_WEIGHT, page: None, waker: None });
-        self.next_id
+        if self.open.is_empty() {
+            self.base += 1;
+        }
+        let id = self.base + self.open.len() as u64;
+        self.open.push_back(Some(Ticket { weight_left: FULL_WEIGHT, page: None, waker: None }));
+        self.live += 1;
+        id
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Ticket> {
+        let index = id.checked_sub(self.base)?;
+        self.open.get_mut(usize::try_from(index).ok()?)?.as_mut()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Ticket> {
+        let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        let ticket = self.open.get_mut(index)?.take()?;
+        self.live -= 1;
+        while matches!(self.open.front(), Some(None)) {
+            self.open.pop_front();
+            self.base += 1;
+        }
+        Some(ticket)
     }
 
     /// Returns `weight` to ticket `id` (and a history page, if any). A
     /// ticket whose waiter has gone is ignored.
     pub fn credit(&mut self, id: u64, weight: u64, page: Option<Box<HistoryPage>>) {
-        let Some(ticket) = self.open.get_mut(&id) else { return };
+        let Some(ticket) = self.get_mut(id) else { return };
         assert!(weight <= ticket.weight_left, "ticket {id} credited more than it lent");
         ticket.weight_left -= weight;
         if page.is_some() {
@@ -114,12 +119,12 @@ impl Tickets {
     }
 
     fn poll(&mut self, id: u64, cx: &mut Context<'_>) -> Poll<Answer> {
-        let Some(ticket) = self.open.get_mut(&id) else { return Poll::Ready(Answer::Done) };
+        let Some(ticket) = self.get_mut(id) else { return Poll::Ready(Answer::Done) };
         if ticket.weight_left > 0 {
             ticket.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let ticket = self.open.remove(&id).expect("present above");
+        let ticket = self.remove(id).expect("present above");
         Poll::Ready(match ticket.page {
             Some(page) => Answer::History(page),
             None => Answer::Done,
@@ -128,10 +133,10 @@ impl Tickets {
 
     /// The answer of ticket `id` if all its weight is back, without waiting.
     fn take_if_done(&mut self, id: u64) -> Option<Answer> {
-        if self.open.get(&id).is_some_and(|ticket| ticket.weight_left > 0) {
+        if self.get_mut(id).is_some_and(|ticket| ticket.weight_left > 0) {
             return None;
         }
-        let ticket = self.open.remove(&id)?;
+        let ticket = self.remove(id)?;
         Some(match ticket.page {
             Some(page) => Answer::History(page),
             None => Answer::Done,
@@ -139,16 +144,16 @@ impl Tickets {
     }
 
     fn forget(&mut self, id: u64) {
-        self.open.remove(&id);
+        self.remove(id);
     }
 
     /// Tickets waiting (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.open.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.open.is_empty()
+        self.live == 0
     }
 }
 
@@ -210,5 +215,27 @@ mod tests {
         assert!(tickets.is_empty());
         // A late credit for a forgotten ticket is ignored.
         tickets.credit(id, 1, None);
+    }
+
+    #[test]
+    fn tickets_ending_out_of_order_keep_their_ids() {
+        let mut tickets = Tickets::default();
+        let ids: Vec<u64> = (0..4).map(|_| tickets.open()).collect();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        tickets.credit(ids[2], FULL_WEIGHT, None);
+        assert!(matches!(tickets.poll(ids[2], &mut cx), Poll::Ready(Answer::Done)));
+        tickets.forget(ids[0]);
+        assert!(tickets.poll(ids[1], &mut cx).is_pending(), "ticket 1 is still open");
+        tickets.credit(ids[1], FULL_WEIGHT, None);
+        tickets.credit(ids[3], FULL_WEIGHT - 1, None);
+        assert!(matches!(tickets.take_if_done(ids[1]), Some(Answer::Done)));
+        assert!(tickets.take_if_done(ids[3]).is_none());
+        assert_eq!(tickets.len(), 1);
+        tickets.credit(ids[3], 1, None);
+        assert!(tickets.take_if_done(ids[3]).is_some());
+        assert!(tickets.is_empty());
+        let next = tickets.open();
+        assert!(next > ids[3], "ids are never reused");
     }
 }
