@@ -116,6 +116,7 @@ fn cpus() -> Vec<usize> {
 /// shard is serving.
 pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     let config = Arc::new(config);
+    exit_when_a_shard_panics();
     let cpus = cpus();
     let shards = match config.server.shards {
         0 => cpus.len().max(1),
@@ -223,6 +224,8 @@ async fn shard_main(setup: ShardSetup) {
     let poller = glommio::spawn_local(super::poller::run(shard.clone(), client_listeners)).detach();
     let http_accept = glommio::spawn_local(crate::http::server::accept(shard.clone(), http_listener)).detach();
     let _ = ready.send(());
+    #[cfg(debug_assertions)]
+    test_fault(id);
     shard.stop.wait().await;
     http_accept.cancel();
     // The poller notices `stopping` within one blocking wait.
@@ -243,6 +246,47 @@ async fn shard_main(setup: ShardSetup) {
     }
     crate::log_info!("shard {id} stopped");
     CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// Exit status of a process one of whose shards panicked.
+pub const EXIT_SHARD_PANICKED: i32 = 70;
+
+/// A shard that panics takes its connections, rooms and directory part with
+/// it; the others would go on serving a partial server. So a panic on a
+/// shard thread logs which shard and why, and ends the process with
+/// `EXIT_SHARD_PANICKED` for its supervisor to restart it.
+fn exit_when_a_shard_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let shard = CURRENT.try_with(|c| c.borrow().as_ref().map(|s| s.id)).ok().flatten();
+        let Some(shard) = shard else { return };
+        let why = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        crate::log_error!(
+            "shard {shard} panicked: {why}{at}; exiting with status {EXIT_SHARD_PANICKED} so that a supervisor restarts the server"
+        );
+        std::process::exit(EXIT_SHARD_PANICKED);
+    }));
+}
+
+/// Debug builds only: `CORECAST_TEST_PANIC_SHARD=N` makes shard N panic
+/// 200 ms after it is ready, so the tests can show what a crashed shard
+/// does to the process.
+#[cfg(debug_assertions)]
+fn test_fault(id: usize) {
+    if std::env::var("CORECAST_TEST_PANIC_SHARD").ok().and_then(|v| v.parse::<usize>().ok()) == Some(id) {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            panic!("test fault: CORECAST_TEST_PANIC_SHARD={id}");
+        })
+        .detach();
+    }
 }
 
 /// Shutdown flag, idle deadlines and online reports, on one timer.
