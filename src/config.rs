@@ -53,11 +53,21 @@ impl Default for TcpSection {
 pub struct HttpSection {
     pub bind: String,
     pub idle_timeout_ms: u64,
+    /// A request must be whole within this long from its first byte, plus
+    /// the time its bytes take at `request_body_bytes_per_s_min`.
+    pub request_timeout_ms: u64,
+    /// The slowest rate a request's bytes may arrive at past `request_timeout_ms`.
+    pub request_body_bytes_per_s_min: u64,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection { bind: "0.0.0.0:3111".into(), idle_timeout_ms: 60_000 }
+        HttpSection {
+            bind: "0.0.0.0:3111".into(),
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 10_000,
+            request_body_bytes_per_s_min: 1024,
+        }
     }
 }
 
@@ -281,6 +291,8 @@ impl Config {
             "limits.outbound_bytes_per_connection_max must be at least 4096",
         )?;
         check(limits.mesh_pending_messages_max >= 16, "limits.mesh_pending_messages_max must be at least 16")?;
+        check(self.http.request_timeout_ms >= 1, "http.request_timeout_ms must be at least 1")?;
+        check(self.http.request_body_bytes_per_s_min >= 1, "http.request_body_bytes_per_s_min must be at least 1")?;
         check(self.history.api_limit_max >= 1, "history.api_limit_max must be at least 1")?;
         check(self.history.pushes_per_room_max <= 1 << 20, "history.pushes_per_room_max must be at most 1048576")?;
         check(self.protocol.heartbeat_s >= 1, "protocol.heartbeat_s must be at least 1")?;

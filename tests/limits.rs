@@ -261,3 +261,47 @@ fn publishers_waiting_for_a_congested_mesh_all_get_their_answers() {
         publisher.join().expect("every publisher gets all of its answers");
     }
 }
+
+/// Slowloris: a client trickling its request a byte at a time restarted the
+/// idle timer with every byte and held its connection for ever. A request now
+/// has `request_timeout_ms` from its first byte (plus time for its bytes at
+/// `request_body_bytes_per_s_min`): past it, 408 and close, while the API
+/// goes on answering others.
+#[test]
+fn a_request_trickled_byte_by_byte_is_closed_at_its_deadline_while_others_are_served() {
+    use std::io::Write;
+    let mut config = ServerConfig::default();
+    config.set("http", "request_timeout_ms", 1000).set("server", "shards", 1);
+    let server = Server::start_with(&config);
+    let mut member = server.auth(1, "loris-member", "live://loris", &[1000]);
+    let request = build_request("POST", "/goim/push/room?operation=1000&type=live&room=loris", &[], b"slow");
+    let mut slow = TcpStream::connect(server.http).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    for (i, byte) in request.iter().enumerate() {
+        if slow.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        if i == 3 {
+            // Others are answered meanwhile.
+            server.push_room(1000, "live", "loris", b"fast");
+            member.expect_push(1000, b"fast");
+        }
+        let mut chunk = [0u8; 256];
+        match slow.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "a 408 for the trickled request after {elapsed:?}, got {answer:?}");
+    assert!(elapsed >= Duration::from_millis(900), "not before its deadline: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "at its deadline: {elapsed:?}");
+    member.expect_nothing();
+}

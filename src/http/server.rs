@@ -15,7 +15,7 @@ use crate::shard::Shard;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Accepts API connections until the task is cancelled at shutdown.
 pub async fn accept(shard: Rc<Shard>, listener: TcpListener) {
@@ -64,8 +64,16 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut input: Vec<u8> = Vec::new();
     let mut output: Vec<u8> = Vec::new();
     let mut continue_sent = false;
+    // When the request at the front of `input` began to arrive.
+    let mut partial_since: Option<Instant> = None;
     loop {
+        let before = input.len();
         let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent).await;
+        if input.is_empty() {
+            partial_since = None;
+        } else if input.len() < before || partial_since.is_none() {
+            partial_since = Some(Instant::now());
+        }
         if !output.is_empty() {
             // A publisher that does not read its answers is dropped after the idle timeout.
             let written = futures_lite::future::or(async { stream.write_all(&output).await.is_ok() }, async {
@@ -93,16 +101,43 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         // Reads and writes that complete at once do not yield: give the
         // flusher (and other connections) a turn between request batches.
         futures_lite::future::yield_now().await;
+        let deadline = partial_since.map(|since| since + request_allowance(&shard, input.len()));
+        let wait = match deadline {
+            Some(deadline) => idle.min(deadline.saturating_duration_since(Instant::now())),
+            None => idle,
+        };
         let read = futures_lite::future::or(async { read_into(&mut stream, &mut input).await.ok() }, async {
-            glommio::timer::sleep(idle).await;
+            glommio::timer::sleep(wait).await;
             None
         })
         .await;
         match read {
             Some(n) if n > 0 => {}
+            None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                // Too slow (slowloris): 408, then close; other connections
+                // were served meanwhile.
+                crate::log_debug!("shard {}: API request too slow, closing", shard.id);
+                let mut refusal = Vec::new();
+                super::response::write(&mut refusal, 408, "Request Timeout", "text/plain", b"Request Timeout", true);
+                let _ = futures_lite::future::or(async { stream.write_all(&refusal).await.is_ok() }, async {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    false
+                })
+                .await;
+                let _ = stream.close().await;
+                return;
+            }
             _ => return,
         }
     }
+}
+
+/// How long a request of `bytes_so_far` may take from its first byte:
+/// `request_timeout_ms`, plus its bytes at `request_body_bytes_per_s_min`.
+fn request_allowance(shard: &Shard, bytes_so_far: usize) -> Duration {
+    let http = &shard.config.http;
+    let body_ms = bytes_so_far as u64 * 1000 / http.request_body_bytes_per_s_min.max(1);
+    Duration::from_millis(http.request_timeout_ms.saturating_add(body_ms))
 }
 
 /// Bytes read from an API connection in one read.
