@@ -1,9 +1,62 @@
 //! Leveled logging to stderr. Quiet by default (warn and above).
 //!
-//! Owns: the process-wide log level. Must never: be called per message on
-//! the delivery path above debug level (a log line is a syscall).
+//! Owns: the process-wide log level and the rate limit of log lines: each
+//! call site writes at most `LINES_PER_SITE_PER_S` lines a second on each
+//! thread; the rest are counted (`suppressed_total`, on /metrics) and the
+//! next line written from that site says how many it stands for. A client
+//! that makes the server log (refused connections, say) cannot turn the
+//! shared stderr into the bottleneck of every shard. Must never: be called
+//! per message on the delivery path above debug level (a log line is a
+//! syscall).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Lines one call site writes per second on one thread before it counts
+/// the rest instead.
+pub const LINES_PER_SITE_PER_S: u32 = 5;
+
+static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Lines not written because of the rate limit, since the start.
+pub fn suppressed_total() -> u64 {
+    SUPPRESSED.load(Ordering::Relaxed)
+}
+
+/// The rate limit of one call site on one thread (a `thread_local!` made
+/// by the `log_*!` macros: no lock, no shared counter but the total).
+pub struct Limiter {
+    second: Cell<u64>,
+    written: Cell<u32>,
+    suppressed: Cell<u64>,
+}
+
+impl Limiter {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Limiter {
+        Limiter { second: Cell::new(u64::MAX), written: Cell::new(0), suppressed: Cell::new(0) }
+    }
+
+    /// Whether a line may be written now; if so, how many before it were
+    /// suppressed.
+    pub fn admit(&self) -> Option<u64> {
+        let second = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+        if second != self.second.get() {
+            self.second.set(second);
+            self.written.set(0);
+        }
+        if self.written.get() < LINES_PER_SITE_PER_S {
+            self.written.set(self.written.get() + 1);
+            return Some(self.suppressed.replace(0));
+        }
+        self.suppressed.set(self.suppressed.get() + 1);
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
 
 /// Log levels, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,11 +99,16 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
-/// Writes one line; use the `log_*!` macros instead.
-pub fn write(level: Level, args: std::fmt::Arguments) {
+/// Writes one line; use the `log_*!` macros instead. `suppressed`: lines
+/// of the same call site the rate limit kept back since the last one.
+pub fn write(level: Level, args: std::fmt::Arguments, suppressed: u64) {
     use std::io::Write;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let line = format!("{}.{:03} {} {}\n", now.as_secs(), now.subsec_millis(), level.name(), args);
+    let mut line = format!("{}.{:03} {} {}", now.as_secs(), now.subsec_millis(), level.name(), args);
+    if suppressed > 0 {
+        line.push_str(&format!(" ({suppressed} more like this suppressed)"));
+    }
+    line.push('\n');
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
@@ -58,7 +116,13 @@ pub fn write(level: Level, args: std::fmt::Arguments) {
 macro_rules! log_at {
     ($level:expr, $($arg:tt)*) => {
         if $crate::log::enabled($level) {
-            $crate::log::write($level, format_args!($($arg)*));
+            thread_local! {
+                static SITE: $crate::log::Limiter = const { $crate::log::Limiter::new() };
+            }
+            // A thread being torn down has no limiter left: write.
+            if let Some(suppressed) = SITE.try_with(|site| site.admit()).unwrap_or(Some(0)) {
+                $crate::log::write($level, format_args!($($arg)*), suppressed);
+            }
         }
     };
 }
@@ -70,3 +134,19 @@ macro_rules! log_warn { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::W
 macro_rules! log_info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info, $($arg)*) }; }
 #[macro_export]
 macro_rules! log_debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_writes_a_few_lines_a_second_and_counts_the_rest() {
+        let site = Limiter::new();
+        let before = suppressed_total();
+        let admitted: Vec<Option<u64>> = (0..20).map(|_| site.admit()).collect();
+        let written = admitted.iter().filter(|a| a.is_some()).count();
+        // All in one second, unless the test straddles a second boundary.
+        assert!(written as u32 >= LINES_PER_SITE_PER_S && written as u32 <= 2 * LINES_PER_SITE_PER_S, "{admitted:?}");
+        assert!(suppressed_total() - before >= 20 - 2 * LINES_PER_SITE_PER_S as u64);
+    }
+}

@@ -96,6 +96,12 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
     );
     metric("corecast_writes_total", "counter", "Coalesced socket writes by the flushers.", stats.writes);
     metric(
+        "corecast_log_lines_suppressed_total",
+        "counter",
+        "Log lines not written by the per-site rate limit (log::LINES_PER_SITE_PER_S).",
+        crate::log::suppressed_total(),
+    );
+    metric(
         "corecast_room_pushes_sequenced_total",
         "counter",
         "Room pushes given an offset by their room's sequencer.",

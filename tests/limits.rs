@@ -305,3 +305,45 @@ fn a_request_trickled_byte_by_byte_is_closed_at_its_deadline_while_others_are_se
     assert!(elapsed < Duration::from_secs(3), "at its deadline: {elapsed:?}");
     member.expect_nothing();
 }
+
+/// Every refused connection logged a warning, unthrottled, through the one
+/// stderr every shard shares: a client could make the server log as fast as
+/// it connects. A call site now writes a few lines a second and counts the
+/// rest (said in its next line and on /metrics).
+#[test]
+fn refused_connections_are_logged_a_few_times_a_second_and_the_rest_counted() {
+    let mut config = ServerConfig::default();
+    config.set("server", "shards", 1).set("limits", "api_connections_per_shard_max", 1);
+    let server = Server::start_with(&config);
+    let mut held = HttpConn::connect(server.http);
+    held.write(&build_request("GET", "/goim/online/total", &[], b""));
+    assert_eq!(held.read_response().status, 200);
+    let started = Instant::now();
+    for _ in 0..300 {
+        let mut refused = HttpConn::connect(server.http);
+        refused.expect_eof(READ_TIMEOUT);
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    let lines = |stderr: &str| stderr.lines().filter(|l| l.contains("API connection limit")).count() as u64;
+    // Suppressed lines are counted: all 300 refusals are accounted for.
+    let metric = |held: &mut HttpConn| {
+        held.write(&build_request("GET", "/metrics", &[], b""));
+        let text = held.read_response().body_str();
+        text.lines()
+            .find_map(|l| l.strip_prefix("corecast_log_lines_suppressed_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no suppressed counter in {text}"))
+    };
+    let suppressed = metric(&mut held);
+    let written = lines(&server.stderr());
+    assert!(written <= 5 * seconds, "{written} warning lines in about {seconds} s:\n{}", server.stderr());
+    assert!(written >= 1, "the first refusals are logged");
+    assert_eq!(written + suppressed, 300, "every refusal is written or counted");
+    // In a later second the site writes again and says what it held back.
+    let said = wait_until(Duration::from_secs(4), || {
+        let mut refused = HttpConn::connect(server.http);
+        refused.expect_eof(READ_TIMEOUT);
+        server.stderr().contains("more like this suppressed)")
+    });
+    assert!(said, "the next line counts the suppressed ones:\n{}", server.stderr());
+}
