@@ -146,20 +146,22 @@ fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
 /// and query).
 pub fn parse(shard: &Shard, method: Method, target: &[u8]) -> Request {
     let (path, raw_query) = split_target(target);
-    let targets_max = shard.config.limits.request_targets_max;
-    let query = match Query::parse(raw_query, targets_max + 16) {
-        Ok(query) => query,
-        Err(_) => return Request::Refused("too many query parameters".into()),
+    let read: fn(&Shard, &Query) -> Parsed = match (method, path) {
+        (Method::Post, b"/goim/push/keys") => push_keys,
+        (Method::Post, b"/goim/push/mids") => push_mids,
+        (Method::Post, b"/goim/push/room") => push_room,
+        (Method::Post, b"/goim/push/all") => push_all,
+        (Method::Get, b"/goim/room/history") => room_history,
+        // Answered in `start`, which reads the query then.
+        _ => return Request::Local,
     };
-    let parsed = match (method, path) {
-        (Method::Post, b"/goim/push/keys") => push_keys(shard, &query),
-        (Method::Post, b"/goim/push/mids") => push_mids(shard, &query),
-        (Method::Post, b"/goim/push/room") => push_room(&query),
-        (Method::Post, b"/goim/push/all") => push_all(&query),
-        (Method::Get, b"/goim/room/history") => room_history(shard, &query),
-        _ => Ok(Request::Local),
-    };
-    parsed.unwrap_or_else(Request::Refused)
+    query_of(shard, raw_query).and_then(|query| read(shard, &query)).unwrap_or_else(Request::Refused)
+}
+
+/// The query string's parameters, at most `request_targets_max` + 16 of them.
+fn query_of(shard: &Shard, raw_query: &[u8]) -> Result<Query, String> {
+    Query::parse(raw_query, shard.config.limits.request_targets_max + 16)
+        .map_err(|_| "too many query parameters".into())
 }
 
 /// Starts what `request` asks for: pushes leave with a ticket (`Later`),
@@ -195,10 +197,9 @@ pub fn start(shard: &Rc<Shard>, request: Request, method: Method, target: &[u8],
         Request::Refused(message) => Handled::Now(Reply::request_error(&message)),
         Request::Local => {
             let (path, raw_query) = split_target(target);
-            let targets_max = shard.config.limits.request_targets_max;
-            match Query::parse(raw_query, targets_max + 16) {
+            match query_of(shard, raw_query) {
                 Ok(query) => Handled::Now(answer(shard, method, path, &query)),
-                Err(_) => Handled::Now(Reply::request_error("too many query parameters")),
+                Err(message) => Handled::Now(Reply::request_error(&message)),
             }
         }
     }
@@ -273,14 +274,14 @@ fn push_mids(shard: &Shard, query: &Query) -> Parsed {
     Ok(Request::Mids { mids, op })
 }
 
-fn push_room(query: &Query) -> Parsed {
+fn push_room(_shard: &Shard, query: &Query) -> Parsed {
     let op = required_int::<i32>(query, "operation")?;
     let room_type = required_str(query, "type")?;
     let room = required_str(query, "room")?;
     Ok(Request::Room { room: format!("{room_type}://{room}"), op })
 }
 
-fn push_all(query: &Query) -> Parsed {
+fn push_all(_shard: &Shard, query: &Query) -> Parsed {
     let op = required_int::<i32>(query, "operation")?;
     let speed = int::<i32>(query, "speed")?;
     Ok(Request::All { op, speed: speed.max(0) as u32 })

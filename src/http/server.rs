@@ -259,7 +259,6 @@ async fn answer_complete_requests(
         if in_flight.class.is_some_and(|c| c != class) || in_flight.replies.len() >= IN_FLIGHT_MAX {
             in_flight.drain(output).await;
         }
-        let target = &input[pos + head.target_start..pos + head.target_end];
         let body = if chunked { &chunked_body[body_range] } else { &input[body_range] };
         let handled = api::start(shard, request, head.method, target, body);
         in_flight.class = Some(class);

@@ -63,6 +63,15 @@ struct Ticket {
     waker: Option<Waker>,
 }
 
+impl Ticket {
+    fn answer(self) -> Answer {
+        match self.page {
+            Some(page) => Answer::History(page),
+            None => Answer::Done,
+        }
+    }
+}
+
 /// The tickets of one shard's API requests: a window over sequential ids
 /// (ids are made here, and tickets end roughly in the order they opened), so
 /// a lookup is an index, not a hash.
@@ -124,11 +133,7 @@ impl Tickets {
             ticket.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let ticket = self.remove(id).expect("present above");
-        Poll::Ready(match ticket.page {
-            Some(page) => Answer::History(page),
-            None => Answer::Done,
-        })
+        Poll::Ready(self.remove(id).expect("present above").answer())
     }
 
     /// The answer of ticket `id` if all its weight is back, without waiting.
@@ -136,11 +141,7 @@ impl Tickets {
         if self.get_mut(id).is_some_and(|ticket| ticket.weight_left > 0) {
             return None;
         }
-        let ticket = self.remove(id)?;
-        Some(match ticket.page {
-            Some(page) => Answer::History(page),
-            None => Answer::Done,
-        })
+        self.remove(id).map(Ticket::answer)
     }
 
     fn forget(&mut self, id: u64) {

@@ -93,14 +93,24 @@ impl Shard {
     /// what it holds already is refused whole here (the sequencer only
     /// checked it against the bound): never "recovered" with pushes dropped.
     fn join_at(&self, state: &mut State, conn: ConnRef, room: &str, joined: &super::sequencer::Joined) {
-        let mut recovery = joined.recovery;
-        let replay_bytes: usize = joined.replay.iter().map(|(_, frame)| frame.len()).sum();
-        let queued_bytes = state.conns.get(conn).map_or(0, |session| session.outbox.queued_bytes());
-        let frame = position_frame(room, &joined.epoch, joined.offset, true, joined.replay.len() as u32);
-        let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
-        if recovery == Recovery::Recovered && queued_bytes + frame.len() + replay_bytes + WS_FRAMING_BYTES > bytes_max {
-            recovery = Recovery::Refused(Refusal::TooLarge);
-        }
+        let missed = joined.replay.len() as u32;
+        // A recovery's frame, when the replay fits beside what is queued.
+        let mut recovered_frame = None;
+        let recovery = match joined.recovery {
+            Recovery::Recovered => {
+                let frame = position_frame(room, &joined.epoch, joined.offset, true, missed);
+                let replay_bytes: usize = joined.replay.iter().map(|(_, frame)| frame.len()).sum();
+                let queued_bytes = state.conns.get(conn).map_or(0, |session| session.outbox.queued_bytes());
+                let needed = queued_bytes + frame.len() + replay_bytes + WS_FRAMING_BYTES;
+                if needed > self.config.limits.outbound_bytes_per_connection_max {
+                    Recovery::Refused(Refusal::TooLarge)
+                } else {
+                    recovered_frame = Some(frame);
+                    Recovery::Recovered
+                }
+            }
+            other => other,
+        };
         {
             let mut stats = self.stats.borrow_mut();
             match recovery {
@@ -109,14 +119,18 @@ impl Shard {
                 Recovery::Refused(refusal) => stats.recoveries_refused[refusal.index()] += 1,
             }
         }
-        let recovered = recovery == Recovery::Recovered;
-        let missed = if recovered { joined.replay.len() as u32 } else { 0 };
-        let frame = if recovered { frame } else { position_frame(room, &joined.epoch, joined.offset, false, 0) };
-        self.enqueue_reply(state, conn, frame);
-        if recovered && !joined.replay.is_empty() {
-            let replay = Payload::new(Rc::new(with_offsets(&joined.replay)), missed as u64);
-            if self.enqueue_payload(state, conn, &replay) {
-                self.stats.borrow_mut().frames_queued += missed as u64;
+        match recovered_frame {
+            None => {
+                self.enqueue_reply(state, conn, position_frame(room, &joined.epoch, joined.offset, false, 0));
+            }
+            Some(frame) => {
+                self.enqueue_reply(state, conn, frame);
+                if missed > 0 {
+                    let replay = Payload::new(Rc::new(with_offsets(&joined.replay)), missed as u64);
+                    if self.enqueue_payload(state, conn, &replay) {
+                        self.stats.borrow_mut().frames_queued += missed as u64;
+                    }
+                }
             }
         }
         session::join(state, conn, room);
