@@ -228,6 +228,45 @@ impl Default for BackoffSection {
     }
 }
 
+/// A cluster of nodes over NATS (README "Cluster"); no `nats_urls` = one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// NATS servers, tried in turn; empty = single node.
+    pub nats_urls: Vec<String>,
+    /// Unique per node; "" = this machine's hostname and the TCP port.
+    pub node_id: String,
+    /// Several clusters can share one NATS under different prefixes.
+    pub subject_prefix: String,
+    /// How often a node publishes its counts and liveness.
+    pub report_ms: u64,
+    /// A node silent this long is dropped: its counts, its instance, and
+    /// the rooms it sequenced (they start new epochs elsewhere).
+    pub node_timeout_ms: u64,
+    /// Bytes each shard may have queued for the bus before a publish fails
+    /// (its push is answered -500 and counted).
+    pub bus_outbound_bytes_max: usize,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            nats_urls: Vec::new(),
+            node_id: String::new(),
+            subject_prefix: "corecast".into(),
+            report_ms: 1000,
+            node_timeout_ms: 5000,
+            bus_outbound_bytes_max: 64 << 20,
+        }
+    }
+}
+
+impl ClusterSection {
+    pub fn enabled(&self) -> bool {
+        !self.nats_urls.is_empty()
+    }
+}
+
 /// The whole configuration, as read from the file (unknown keys are refused).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -243,6 +282,7 @@ pub struct Config {
     pub history: HistorySection,
     pub node: NodeSection,
     pub backoff: BackoffSection,
+    pub cluster: ClusterSection,
 }
 
 /// Hard bounds a config must respect; checked at start so a bad file refuses
@@ -311,6 +351,17 @@ impl Config {
                 "wss.bind needs wss.cert_path and wss.key_path",
             )?;
         }
+        let cluster = &self.cluster;
+        check(
+            crate::cluster::subject::valid_prefix(&cluster.subject_prefix),
+            "cluster.subject_prefix must be dot-separated tokens of letters, digits, - and _",
+        )?;
+        check(cluster.report_ms >= 10, "cluster.report_ms must be at least 10")?;
+        check(
+            cluster.node_timeout_ms > cluster.report_ms,
+            "cluster.node_timeout_ms must be more than cluster.report_ms",
+        )?;
+        check(cluster.bus_outbound_bytes_max >= 1 << 20, "cluster.bus_outbound_bytes_max must be at least 1048576")?;
         crate::log::Level::parse(&self.server.log_level)
             .ok_or_else(|| format!("bad config: unknown log level {:?}", self.server.log_level))?;
         Ok(())

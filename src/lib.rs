@@ -30,6 +30,7 @@
 //! directory → mesh → dispatch into room batches and outboxes; the reply
 //! waits for every shard's acknowledgement) → fan-out → flusher → socket.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod log;

@@ -35,6 +35,19 @@ pub struct Stats {
     pub history_bytes: u64,
     /// Gauge: pushes kept in this shard's history.
     pub history_pushes: u64,
+    /// Gauge: 1 while this shard's bus connection is up (summed: shards connected).
+    pub bus_connected: u64,
+    pub bus_messages_in: u64,
+    pub bus_messages_out: u64,
+    pub bus_reconnects: u64,
+    /// Pushes answered -500 because the bus could not take them.
+    pub bus_pushes_failed: u64,
+    /// Bus messages that did not decode (ignored).
+    pub bus_bad_messages: u64,
+    /// Gauge: subscriptions this shard holds on the bus.
+    pub bus_subscriptions: u64,
+    /// Gauge: live nodes this shard knows of, itself included (min over shards).
+    pub cluster_nodes_live: u64,
 }
 
 impl Stats {
@@ -54,6 +67,15 @@ impl Stats {
         }
         self.history_bytes += other.history_bytes;
         self.history_pushes += other.history_pushes;
+        self.bus_connected += other.bus_connected;
+        self.bus_messages_in += other.bus_messages_in;
+        self.bus_messages_out += other.bus_messages_out;
+        self.bus_reconnects += other.bus_reconnects;
+        self.bus_pushes_failed += other.bus_pushes_failed;
+        self.bus_bad_messages += other.bus_bad_messages;
+        self.bus_subscriptions += other.bus_subscriptions;
+        // The view every shard shares: the fewest nodes any shard knows.
+        self.cluster_nodes_live = self.cluster_nodes_live.min(other.cluster_nodes_live);
     }
 }
 
@@ -120,6 +142,44 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "Recoveries answered with every missed push.",
         stats.recoveries_served,
     );
+    metric(
+        "corecast_cluster_bus_connected_shards",
+        "gauge",
+        "Shards whose cluster bus (NATS) connection is up (0 on a single node).",
+        stats.bus_connected,
+    );
+    metric(
+        "corecast_cluster_nodes_live",
+        "gauge",
+        "Live cluster nodes every shard of this node knows of, itself included (0 on a single node).",
+        stats.cluster_nodes_live,
+    );
+    metric(
+        "corecast_cluster_bus_messages_in_total",
+        "counter",
+        "Messages received from the bus.",
+        stats.bus_messages_in,
+    );
+    metric(
+        "corecast_cluster_bus_messages_out_total",
+        "counter",
+        "Messages published to the bus.",
+        stats.bus_messages_out,
+    );
+    metric("corecast_cluster_bus_reconnects_total", "counter", "Bus connections re-established.", stats.bus_reconnects);
+    metric(
+        "corecast_cluster_pushes_failed_total",
+        "counter",
+        "Pushes answered -500 because the bus could not take them (down, full, too large).",
+        stats.bus_pushes_failed,
+    );
+    metric(
+        "corecast_cluster_bus_bad_messages_total",
+        "counter",
+        "Bus messages that did not decode (ignored).",
+        stats.bus_bad_messages,
+    );
+    metric("corecast_cluster_bus_subscriptions", "gauge", "Subscriptions held on the bus.", stats.bus_subscriptions);
     by_reason(
         &mut out,
         "corecast_recoveries_refused_total",

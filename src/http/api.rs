@@ -40,6 +40,9 @@ pub enum Class {
     Mids,
     /// Straight to every shard.
     All,
+    /// Clustered: keys, mids and broadcasts leave on this shard's bus
+    /// connection, in order, whatever their kind.
+    Bus,
     /// Reads and everything else: they see every push before them.
     Read,
 }
@@ -75,7 +78,23 @@ pub enum Request {
 }
 
 impl Request {
-    pub fn class(&self, shards: usize) -> Class {
+    pub fn class(&self, shard: &Shard) -> Class {
+        let shards = shard.shards;
+        if shard.bus.is_some() {
+            return match self {
+                // Rooms of one sequencer shard of one node share its FIFO path.
+                Request::Room { room, .. } => Class::Room(
+                    shard.cluster_sequencer(room).map_or(0, |(node, index)| owner_of(&(node, index), usize::MAX)),
+                ),
+                Request::Keys { .. } | Request::Mids { .. } | Request::All { .. } => Class::Bus,
+                Request::History { .. } | Request::Local | Request::Refused(_) => Class::Read,
+            };
+        }
+        self.local_class(shards)
+    }
+
+    /// The class on a single node of `shards` shards.
+    fn local_class(&self, shards: usize) -> Class {
         match self {
             Request::Room { room, .. } => Class::Room(owner_of(room.as_str(), shards)),
             Request::Keys { .. } => Class::Keys,
@@ -99,6 +118,7 @@ pub fn reply_to(answer: Option<Answer>) -> Reply {
     match answer {
         Some(Answer::Done) => Reply::ok(None),
         Some(Answer::History(page)) => Reply::ok(Some(&history_json(&page))),
+        Some(Answer::Failed(why)) => Reply::json(envelope(SERVER_ERROR, why, None)),
         None => {
             crate::log_warn!("a push was not confirmed by every shard within {CONFIRM_TIMEOUT_MS} ms");
             Reply::json(envelope(SERVER_ERROR, "not confirmed by every shard in time", None))
@@ -325,7 +345,18 @@ fn online_top(shard: &Shard, query: &Query) -> Outcome {
     let room_type = required_str(query, "type")?;
     let limit = required_int::<i64>(query, "limit")?;
     let limit = limit.clamp(0, shard.config.limits.request_targets_max as i64) as usize;
-    let top = shard.state.borrow().online.top(room_type, limit);
+    let top = match &shard.bus {
+        None => shard.state.borrow().online.top(room_type, limit),
+        Some(bus) => {
+            let nodes = bus.nodes.borrow();
+            let mut rooms = nodes.rooms();
+            let state = shard.state.borrow();
+            for (room, count) in state.online.rooms() {
+                *rooms.entry(room).or_default() += count;
+            }
+            top_of(rooms.into_iter(), room_type, limit)
+        }
+    };
     let mut data = String::from("[");
     for (i, (id, count)) in top.iter().enumerate() {
         if i > 0 {
@@ -337,6 +368,18 @@ fn online_top(shard: &Shard, query: &Query) -> Outcome {
     }
     data.push(']');
     Ok(Reply::ok(Some(&data)))
+}
+
+/// Rooms of `room_type`, biggest first, at most `limit`: (id part, count).
+fn top_of<'a>(rooms: impl Iterator<Item = (&'a str, u64)>, room_type: &str, limit: usize) -> Vec<(String, u64)> {
+    let prefix = format!("{room_type}://");
+    let mut top: Vec<(String, u64)> = rooms
+        .filter(|(_, count)| *count > 0)
+        .filter_map(|(room, count)| Some((room.strip_prefix(prefix.as_str())?.to_string(), count)))
+        .collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(limit);
+    top
 }
 
 fn online_room(shard: &Shard, query: &Query) -> Outcome {
@@ -353,15 +396,15 @@ fn online_room(shard: &Shard, query: &Query) -> Outcome {
             data.push(',');
         }
         push_string(&mut data, room);
-        let _ = write!(data, ":{}", state.online.room(&format!("{room_type}://{room}")));
+        let room = format!("{room_type}://{room}");
+        let _ = write!(data, ":{}", state.online.room(&room) + shard.remote_room_count(&room));
     }
     data.push('}');
     Ok(Reply::ok(Some(&data)))
 }
 
 fn totals(shard: &Shard) -> (u64, u64) {
-    let (conns, ips) = shard.local_counts();
-    shard.state.borrow().online.totals(conns, ips)
+    shard.cluster_totals()
 }
 
 fn online_total(shard: &Shard) -> Reply {
@@ -369,11 +412,66 @@ fn online_total(shard: &Shard) -> Reply {
     Reply::ok(Some(&format!("{{\"conn_count\":{conns},\"ip_count\":{ips}}}")))
 }
 
+/// One node as the nodes API describes it.
+struct NodeView {
+    hostname: String,
+    addr: String,
+    domain: String,
+    tcp_port: u16,
+    weight: u32,
+    conn_count: u64,
+    ip_count: u64,
+    latest_unix_ns: u128,
+}
+
+/// This node, then every other live node of the cluster.
+fn node_views(shard: &Shard) -> Vec<NodeView> {
+    let node = &shard.config.node;
+    let (conns, ips) = shard.local_counts();
+    let (conn_count, ip_count) = shard.state.borrow().online.totals(conns, ips);
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut views = vec![NodeView {
+        hostname: node.hostname.clone(),
+        addr: node.addr.clone(),
+        domain: node.domain.clone(),
+        tcp_port: node.tcp_port,
+        weight: node.weight,
+        conn_count,
+        ip_count,
+        latest_unix_ns: now_ns,
+    }];
+    if let Some(bus) = &shard.bus {
+        let nodes = bus.nodes.borrow();
+        let mut others: Vec<&crate::cluster::nodes::Node> = nodes.others().collect();
+        others.sort_by(|a, b| a.id.cmp(&b.id));
+        views.extend(others.into_iter().map(|n| NodeView {
+            hostname: n.hostname.clone(),
+            addr: n.addr.clone(),
+            domain: n.domain.clone(),
+            tcp_port: n.tcp_port,
+            weight: n.weight,
+            conn_count: n.conn_count,
+            ip_count: n.ip_count,
+            latest_unix_ns: n.latest_unix_ns,
+        }));
+    }
+    views
+}
+
+/// Nodes the weighted list returns at most (goim's balancer).
+const WEIGHTED_NODES_MAX: usize = 5;
+
 fn nodes_weighted(shard: &Shard, query: &Query) -> Reply {
     let node = &shard.config.node;
     let backoff = &shard.config.backoff;
     // goim: host names for web clients, IP addresses for the apps.
-    let address = if query.first("platform") == Some("web") { &node.domain } else { &node.addr };
+    let web = query.first("platform") == Some("web");
+    let views = node_views(shard);
+    let candidates: Vec<(&str, u32, u64)> =
+        views.iter().map(|v| (if web { v.domain.as_str() } else { v.addr.as_str() }, v.weight, v.conn_count)).collect();
+    let mut addresses = crate::cluster::nodes::weighted(&candidates, WEIGHTED_NODES_MAX);
+    let mut seen = std::collections::HashSet::new();
+    addresses.retain(|a| seen.insert(*a));
     let mut data = String::from("{\"domain\":");
     push_string(&mut data, &node.domain);
     let _ = write!(
@@ -385,7 +483,12 @@ fn nodes_weighted(shard: &Shard, query: &Query) -> Reply {
         shard.config.protocol.heartbeat_s,
         shard.config.protocol.heartbeat_max
     );
-    push_string(&mut data, address);
+    for (i, address) in addresses.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        push_string(&mut data, address);
+    }
     let _ = write!(
         data,
         "],\"backoff\":{{\"max_delay\":{},\"base_delay\":{},\"factor\":{},\"jitter\":{}}}}}",
@@ -396,30 +499,37 @@ fn nodes_weighted(shard: &Shard, query: &Query) -> Reply {
 
 fn nodes_instances(shard: &Shard) -> Reply {
     let node = &shard.config.node;
-    let (conns, ips) = totals(shard);
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let mut data = String::from("[{\"region\":");
-    push_string(&mut data, &node.region);
-    data.push_str(",\"zone\":");
-    push_string(&mut data, &node.zone);
-    data.push_str(",\"env\":");
-    push_string(&mut data, &node.env);
-    data.push_str(",\"appid\":\"goim.comet\",\"hostname\":");
-    push_string(&mut data, &node.hostname);
-    data.push_str(",\"addrs\":[");
-    push_string(&mut data, &format!("tcp://{}:{}", node.addr, node.tcp_port));
-    let _ = write!(data, "],\"version\":\"\",\"latest_timestamp\":{now_ns},\"metadata\":{{\"addrs\":");
-    push_string(&mut data, &node.addr);
-    let _ = write!(
-        data,
-        ",\"conn_count\":\"{conns}\",\"ip_count\":\"{ips}\",\"offline\":\"false\",\"weight\":\"{}\"}}}}]",
-        node.weight
-    );
+    let mut data = String::from("[");
+    for (i, view) in node_views(shard).iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        data.push_str("{\"region\":");
+        push_string(&mut data, &node.region);
+        data.push_str(",\"zone\":");
+        push_string(&mut data, &node.zone);
+        data.push_str(",\"env\":");
+        push_string(&mut data, &node.env);
+        data.push_str(",\"appid\":\"goim.comet\",\"hostname\":");
+        push_string(&mut data, &view.hostname);
+        data.push_str(",\"addrs\":[");
+        push_string(&mut data, &format!("tcp://{}:{}", view.addr, view.tcp_port));
+        let _ =
+            write!(data, "],\"version\":\"\",\"latest_timestamp\":{},\"metadata\":{{\"addrs\":", view.latest_unix_ns);
+        push_string(&mut data, &view.addr);
+        let _ = write!(
+            data,
+            ",\"conn_count\":\"{}\",\"ip_count\":\"{}\",\"offline\":\"false\",\"weight\":\"{}\"}}}}",
+            view.conn_count, view.ip_count, view.weight
+        );
+    }
+    data.push(']');
     Reply::ok(Some(&data))
 }
 
 /// GET /metrics: every shard's counters (others' as of their last report).
 fn metrics(shard: &Shard) -> Reply {
+    shard.note_bus_stats();
     let mut stats = shard.stats.borrow().clone();
     for (peer, peer_stats) in shard.peer_stats.borrow().iter().enumerate() {
         if peer != shard.id {
@@ -454,12 +564,12 @@ mod tests {
         let owners: Vec<usize> = names.iter().map(|name| owner_of(*name, shards)).collect();
         assert!(owners.iter().any(|o| *o != owners[0]), "the sample spreads over sequencers");
         for (name, owner) in names.iter().zip(&owners) {
-            assert_eq!(room(name).class(shards), Class::Room(*owner));
+            assert_eq!(room(name).local_class(shards), Class::Room(*owner));
         }
-        assert_eq!(Request::Local.class(shards), Class::Read);
+        assert_eq!(Request::Local.local_class(shards), Class::Read);
         assert_ne!(
-            Request::Keys { keys: vec![], op: 1 }.class(shards),
-            Request::Mids { mids: vec![], op: 1 }.class(shards)
+            Request::Keys { keys: vec![], op: 1 }.local_class(shards),
+            Request::Mids { mids: vec![], op: 1 }.local_class(shards)
         );
     }
 }

@@ -255,7 +255,7 @@ async fn answer_complete_requests(
         };
         let target = &input[pos + head.target_start..pos + head.target_end];
         let request = api::parse(shard, head.method, target);
-        let class = request.class(shard.shards);
+        let class = request.class(shard);
         if in_flight.class.is_some_and(|c| c != class) || in_flight.replies.len() >= IN_FLIGHT_MAX {
             in_flight.drain(output).await;
         }

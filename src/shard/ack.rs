@@ -55,19 +55,33 @@ impl Ack {
 pub enum Answer {
     Done,
     History(Box<HistoryPage>),
+    /// The push could not be handed on (the cluster bus is down, say): why.
+    Failed(&'static str),
 }
 
 struct Ticket {
     weight_left: u64,
     page: Option<Box<HistoryPage>>,
+    failed: Option<&'static str>,
     waker: Option<Waker>,
 }
 
 impl Ticket {
     fn answer(self) -> Answer {
-        match self.page {
-            Some(page) => Answer::History(page),
-            None => Answer::Done,
+        match (self.failed, self.page) {
+            (Some(why), _) => Answer::Failed(why),
+            (None, Some(page)) => Answer::History(page),
+            (None, None) => Answer::Done,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.weight_left == 0 || self.failed.is_some()
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
         }
     }
 }
@@ -90,7 +104,7 @@ impl Tickets {
             self.base += 1;
         }
         let id = self.base + self.open.len() as u64;
-        self.open.push_back(Some(Ticket { weight_left: FULL_WEIGHT, page: None, waker: None }));
+        self.open.push_back(Some(Ticket { weight_left: FULL_WEIGHT, page: None, failed: None, waker: None }));
         self.live += 1;
         id
     }
@@ -115,21 +129,47 @@ impl Tickets {
     /// ticket whose waiter has gone is ignored.
     pub fn credit(&mut self, id: u64, weight: u64, page: Option<Box<HistoryPage>>) {
         let Some(ticket) = self.get_mut(id) else { return };
+        if ticket.failed.is_some() {
+            return;
+        }
         assert!(weight <= ticket.weight_left, "ticket {id} credited more than it lent");
         ticket.weight_left -= weight;
         if page.is_some() {
             ticket.page = page;
         }
         if ticket.weight_left == 0 {
-            if let Some(waker) = ticket.waker.take() {
-                waker.wake();
-            }
+            ticket.wake();
         }
+    }
+
+    /// Completes ticket `id` whatever weight is out: its push was handed to
+    /// the cluster bus whole (a reply from another node, or the server's
+    /// PONG). Idempotent, so a duplicate from the network cannot trip the
+    /// weight invariant of `credit`.
+    pub fn complete(&mut self, id: u64) {
+        self.complete_with(id, None);
+    }
+
+    pub fn complete_with(&mut self, id: u64, page: Option<Box<HistoryPage>>) {
+        let Some(ticket) = self.get_mut(id) else { return };
+        ticket.weight_left = 0;
+        if page.is_some() {
+            ticket.page = page;
+        }
+        ticket.wake();
+    }
+
+    /// Ends ticket `id` with a failure: its reply says `why` (code -500).
+    /// Credits that arrive later are applied to nothing harmful.
+    pub fn fail(&mut self, id: u64, why: &'static str) {
+        let Some(ticket) = self.get_mut(id) else { return };
+        ticket.failed.get_or_insert(why);
+        ticket.wake();
     }
 
     fn poll(&mut self, id: u64, cx: &mut Context<'_>) -> Poll<Answer> {
         let Some(ticket) = self.get_mut(id) else { return Poll::Ready(Answer::Done) };
-        if ticket.weight_left > 0 {
+        if !ticket.done() {
             ticket.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
@@ -138,7 +178,7 @@ impl Tickets {
 
     /// The answer of ticket `id` if all its weight is back, without waiting.
     fn take_if_done(&mut self, id: u64) -> Option<Answer> {
-        if self.get_mut(id).is_some_and(|ticket| ticket.weight_left > 0) {
+        if self.get_mut(id).is_some_and(|ticket| !ticket.done()) {
             return None;
         }
         self.remove(id).map(Ticket::answer)

@@ -17,6 +17,8 @@ use super::directory::owner_of;
 use super::mesh::ShardMsg;
 use super::websocket::Payload;
 use super::Shard;
+use crate::cluster::bus::BusError;
+use crate::cluster::route::Route;
 use bytes::Bytes;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -170,7 +172,7 @@ impl Shard {
         self.confirm(mine);
     }
 
-    fn deliver_conns(&self, conns: &[ConnRef], op: i32, frame: Bytes) {
+    pub(crate) fn deliver_conns(&self, conns: &[ConnRef], op: i32, frame: Bytes) {
         let payload = Payload::new(Rc::new(frame), 1);
         let mut state = self.state.borrow_mut();
         // Room pushes applied before this one leave before it.
@@ -193,7 +195,7 @@ impl Shard {
         }
     }
 
-    fn deliver_all(&self, op: i32, frame: Bytes, conns_per_s: u32) {
+    pub(crate) fn deliver_all(&self, op: i32, frame: Bytes, conns_per_s: u32) {
         let payload = Payload::new(Rc::new(frame), 1);
         let walks = &self.throttled_walks;
         if conns_per_s > 0 && walks.get() >= THROTTLED_WALKS_MAX {
@@ -284,15 +286,37 @@ impl Shard {
     // Each takes the ack of the request's ticket: the reply leaves when
     // every shard the push had to reach has applied it.
 
-    /// POST /goim/push/keys: one hop to each key's directory shard.
+    /// Clustered with the bus down: the push is still applied on this node
+    /// (local delivery goes on), and its reply says -500 because the other
+    /// nodes did not get it.
+    fn down_but_local(&self, ack: Ack) {
+        if self.route() == Route::Down {
+            self.bus_refused(ack.id, BusError::Down);
+        }
+    }
+
+    /// POST /goim/push/keys: one hop to each key's directory shard; in a
+    /// cluster, one bus message per key to whichever shard holds it.
     pub fn push_keys(&self, keys: Vec<String>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
+        if self.route() == Route::Bus {
+            let subjects = self.bus.as_ref().map(|bus| &bus.subjects);
+            let subjects = keys.iter().filter_map(|key| subjects.map(|s| s.key(key)));
+            return self.bus_push_direct(subjects, op, &frame, ack);
+        }
+        self.down_but_local(ack);
         self.send_by_owner(keys, ack, |keys, ack| ShardMsg::Keys { keys, op, frame: frame.clone(), ack });
     }
 
     /// POST /goim/push/mids: one hop to each mid's directory shard.
     pub fn push_mids(&self, mids: Vec<i64>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
+        if self.route() == Route::Bus {
+            let subjects = self.bus.as_ref().map(|bus| &bus.subjects);
+            let subjects = mids.iter().filter_map(|mid| subjects.map(|s| s.mid(*mid)));
+            return self.bus_push_direct(subjects, op, &frame, ack);
+        }
+        self.down_but_local(ack);
         self.send_by_owner(mids, ack, |mids, ack| ShardMsg::Mids { mids, op, frame: frame.clone(), ack });
     }
 
@@ -320,6 +344,12 @@ impl Shard {
     /// The frame is encoded once and shared by every shard.
     pub fn push_room(&self, room: &str, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
+        match self.route() {
+            Route::Bus => return self.bus_push_room(room, &frame, ack),
+            // No sequencer to number it: not delivered anywhere, -500.
+            Route::Down => return self.bus_refused(ack.id, BusError::Down),
+            Route::Local => {}
+        }
         let sequencer = owner_of(room, self.shards);
         self.send(sequencer, ShardMsg::Sequence { room: Arc::from(room), frame, ack });
     }
@@ -327,6 +357,10 @@ impl Shard {
     /// POST /goim/push/all: `speed` connections a second over all shards.
     pub fn push_all(&self, op: i32, body: &[u8], speed: u32, ack: Ack) {
         let frame = Self::push_frame(op, body);
+        if self.route() == Route::Bus {
+            return self.bus_push_all(op, speed, &frame, ack);
+        }
+        self.down_but_local(ack);
         let conns_per_s = if speed == 0 { 0 } else { speed.div_ceil(self.shards as u32).max(1) };
         for (shard, ack) in (0..self.shards).zip(ack.split(self.shards)) {
             self.send(shard, ShardMsg::All { op, frame: frame.clone(), conns_per_s, ack });
@@ -335,6 +369,11 @@ impl Shard {
 
     /// GET /goim/room/history: asks the room's sequencer.
     pub fn query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
+        match self.route() {
+            Route::Bus => return self.bus_query_history(room, since, limit, ack),
+            Route::Down => return self.tickets.borrow_mut().fail(ack.id, BusError::Down.reason()),
+            Route::Local => {}
+        }
         let sequencer = owner_of(room, self.shards);
         self.send(sequencer, ShardMsg::History { room: Arc::from(room), since, limit, ack });
     }

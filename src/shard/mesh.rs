@@ -133,7 +133,7 @@ pub enum ShardMsg {
         ip: IpAddr,
         delta: i32,
     },
-    Online(OnlineReport),
+    Online(Box<OnlineReport>),
 }
 
 /// The sequencer's answer to `Attach`.

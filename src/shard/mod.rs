@@ -39,7 +39,7 @@ use ack::{Ack, Tickets, Wait};
 use bytes::Bytes;
 use close::CloseReason;
 use conns::{ConnRef, Conns};
-use directory::Directory;
+use directory::{owner_of, Directory};
 use mesh::{Outgoing, ShardMsg};
 use online::Online;
 use outbox::{Chunk, Queued};
@@ -133,6 +133,8 @@ pub struct Shard {
     acks: RefCell<HashMap<u64, (ConnRef, u32)>>,
     next_ack_id: Cell<u64>,
     rng: Cell<u64>,
+    /// This shard's end of the cluster bus; `None` on a single node.
+    pub bus: Option<crate::cluster::bus::Bus>,
 }
 
 /// Size of the shared read scratch: many small frames per read.
@@ -177,6 +179,7 @@ impl Shard {
             acks: RefCell::new(HashMap::new()),
             next_ack_id: Cell::new(1),
             rng: Cell::new(seed | 1),
+            bus: None,
             config,
         }
     }
@@ -294,6 +297,29 @@ impl Shard {
         format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
     }
 
+    /// A random number in 0..n (0 when n is 0).
+    pub fn random_below(&self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_random() % n
+        }
+    }
+
+    /// A registration's bus subscriptions are in place (or the bus is gone).
+    pub fn registration_flushed(&self, ack_id: u64) {
+        self.complete_registration(ack_id);
+    }
+
+    /// Tells `room`'s sequencer that a connection with positions left it.
+    /// Callers must not hold a borrow of `state`.
+    pub fn send_detach(&self, room: Arc<str>) {
+        if self.route() == crate::cluster::route::Route::Bus && self.bus_detach(&room) {
+            return;
+        }
+        self.send(owner_of(&*room, self.shards), ShardMsg::Detach { room });
+    }
+
     fn next_random(&self) -> u64 {
         // splitmix64: fast, and seeded per shard from the OS.
         let state = self.rng.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -396,8 +422,22 @@ impl Shard {
         (state.conns.len() as u64, state.directory.ip_count() as u64)
     }
 
+    /// Members of `room` on other nodes (0 on a single node).
+    pub fn remote_room_count(&self, room: &str) -> u64 {
+        self.bus.as_ref().map_or(0, |bus| bus.nodes.borrow().room(room))
+    }
+
+    /// (connections, distinct IPs) of the whole cluster (or this node).
+    pub fn cluster_totals(&self) -> (u64, u64) {
+        let (conns, ips) = self.local_counts();
+        let (conns, ips) = self.state.borrow().online.totals(conns, ips);
+        let (more_conns, more_ips) = self.bus.as_ref().map_or((0, 0), |bus| bus.nodes.borrow().totals());
+        (conns + more_conns, ips + more_ips)
+    }
+
     /// Builds the online report and sends it to every other shard.
     pub fn publish_online(&self) {
+        self.note_bus_stats();
         let report = {
             let mut state = self.state.borrow_mut();
             let conns = state.conns.len() as u64;
@@ -405,7 +445,7 @@ impl Shard {
             state.online.report(conns, ips, self.stats.borrow().clone())
         };
         for peer in (0..self.shards).filter(|p| *p != self.id) {
-            self.outgoing.send(peer, ShardMsg::Online(report.clone()));
+            self.outgoing.send(peer, ShardMsg::Online(Box::new(report.clone())));
         }
     }
 

@@ -28,6 +28,10 @@ pub struct Online {
     conn_counts: Vec<u64>,
     ip_counts: Vec<u64>,
     changed: HashSet<Box<str>>,
+    /// Clustered only: rooms whose local count went from 0 or to 0 here
+    /// (true = first member), for the bus's room subscriptions.
+    pub interest: Vec<(Box<str>, bool)>,
+    track_interest: bool,
 }
 
 impl Online {
@@ -38,7 +42,14 @@ impl Online {
             conn_counts: vec![0; shards],
             ip_counts: vec![0; shards],
             changed: HashSet::new(),
+            interest: Vec::new(),
+            track_interest: false,
         }
+    }
+
+    /// Records room subscriptions' changes in `interest` (clustered nodes).
+    pub fn track_interest(&mut self) {
+        self.track_interest = true;
     }
 
     fn set(&mut self, room: &str, shard: usize, count: u32) {
@@ -56,6 +67,12 @@ impl Online {
 
     /// Records this shard's new member count of `room`.
     pub fn local_room(&mut self, room: &str, count: u32) {
+        if self.track_interest {
+            let before = self.rooms.get(room).map_or(0, |c| c[self.me]);
+            if (before == 0) != (count == 0) {
+                self.interest.push((room.into(), count > 0));
+            }
+        }
         self.set(room, self.me, count);
         if !self.changed.contains(room) {
             self.changed.insert(room.into());
@@ -88,6 +105,11 @@ impl Online {
         for (room, count) in &report.rooms {
             self.set(room, report.shard, *count);
         }
+    }
+
+    /// Every room with members on this node, with their count.
+    pub fn rooms(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.rooms.iter().map(|(room, counts)| (&**room, counts.iter().map(|n| *n as u64).sum()))
     }
 
     /// Rooms with at least one member anywhere.

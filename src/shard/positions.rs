@@ -38,6 +38,14 @@ impl Shard {
     /// Asks `room`'s sequencer where `conn` joins (member side). Callers
     /// must not hold a borrow of `state`.
     pub fn request_attach(&self, conn: ConnRef, room: &str, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
+        if self.route() == crate::cluster::route::Route::Bus {
+            let replay_bytes_max =
+                self.config.limits.outbound_bytes_per_connection_max.saturating_sub(REPLAY_HEADROOM_BYTES);
+            let asked = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
+            if self.bus_request_attach(conn, room, attach_seq, asked, replay_bytes_max) {
+                return;
+            }
+        }
         let sequencer = owner_of(room, self.shards);
         self.send(sequencer, ShardMsg::Attach { room: Arc::from(room), conn, attach_seq, recover });
     }
@@ -56,7 +64,7 @@ impl Shard {
     }
 
     /// The member side: the connection joins its room here and now.
-    pub(super) fn on_attached(&self, attached: Attached) {
+    pub(crate) fn on_attached(&self, attached: Attached) {
         let Attached { room, conn, attach_seq, joined } = attached;
         let (current, register) = {
             let mut state = self.state.borrow_mut();
@@ -81,7 +89,7 @@ impl Shard {
         };
         if !current {
             // Gone, or it moved on: the sequencer counted it, so uncount it.
-            self.send(owner_of(&*room, self.shards), ShardMsg::Detach { room });
+            self.send_detach(room);
         }
         if register {
             session::register(self, conn);
@@ -141,7 +149,7 @@ impl Shard {
 
     /// The room started a new epoch: every local member with positions gets
     /// an op-20 frame for it (offset 0) after the pushes of the old one.
-    pub(super) fn announce_epoch(&self, room: &str, epoch: &str) {
+    pub(crate) fn announce_epoch(&self, room: &str, epoch: &str) {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         self.fan_out_rooms(state);
@@ -161,7 +169,7 @@ impl Shard {
     }
 
     /// Copies the sequencer's gauges into this shard's counters.
-    pub(super) fn note_history(&self, sequencer: &Sequencer) {
+    pub(crate) fn note_history(&self, sequencer: &Sequencer) {
         let mut stats = self.stats.borrow_mut();
         stats.history_bytes = sequencer.bytes() as u64;
         stats.history_pushes = sequencer.kept() as u64;

@@ -144,6 +144,13 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
         Some(_) => Some(crate::tls::server_config(&config.wss)?),
         None => None,
     };
+    let node_id = match config.cluster.node_id.as_str() {
+        "" => crate::cluster::default_node_id(tcp.port()),
+        id => id.to_string(),
+    };
+    if config.cluster.enabled() {
+        crate::log_info!("cluster node {node_id}, bus {:?}", config.cluster.nats_urls);
+    }
     block_shutdown_signals()?;
     let mesh = MeshBuilder::<Batch, _>::full(shards, mesh::MESH_CHANNEL_BATCHES);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -162,6 +169,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
             http_fd: http_fds[index],
             tls_config: tls_config.clone(),
             ready: ready_tx.clone(),
+            node_id: node_id.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
@@ -192,10 +200,11 @@ struct ShardSetup {
     http_fd: RawFd,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     ready: std::sync::mpsc::Sender<()>,
+    node_id: String,
 }
 
 async fn shard_main(setup: ShardSetup) {
-    let ShardSetup { config, shards, conns_max, mesh, client_listeners, http_fd, tls_config, ready } = setup;
+    let ShardSetup { config, shards, conns_max, mesh, client_listeners, http_fd, tls_config, ready, node_id } = setup;
     let Ok((senders, receivers)) = mesh.join().await else {
         crate::log_error!("cannot join the shard mesh");
         return;
@@ -203,6 +212,10 @@ async fn shard_main(setup: ShardSetup) {
     let id = senders.peer_id();
     let mut shard = Shard::new(id, shards, config.clone(), conns_max);
     shard.tls_config = tls_config;
+    if config.cluster.enabled() {
+        shard.bus = Some(crate::cluster::bus::Bus::new(&config.cluster, &node_id, id));
+        shard.state.get_mut().online.track_interest();
+    }
     let shard = Rc::new(shard);
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
     mesh::spawn_senders(shard.outgoing.clone(), Rc::new(senders));
@@ -210,6 +223,9 @@ async fn shard_main(setup: ShardSetup) {
     mesh::spawn_receivers(receivers, Rc::new(move |msg| applier.apply(msg)));
     glommio::spawn_local(super::flusher::run(shard.clone())).detach();
     glommio::spawn_local(ticker(shard.clone())).detach();
+    if shard.bus.is_some() {
+        glommio::spawn_local(crate::cluster::link::run(shard.clone())).detach();
+    }
     // SAFETY: the fds were created by `listeners`, are listening, and each
     // is handed to exactly one shard.
     let http_listener = unsafe { TcpListener::from_raw_fd(http_fd) };
@@ -295,6 +311,8 @@ async fn ticker(shard: Rc<Shard>) {
     let tick = Duration::from_millis(TICK_MS).min(sync_every);
     let mut last_sync = Instant::now();
     let mut last_history = Instant::now();
+    let report_every = Duration::from_millis(shard.config.cluster.report_ms);
+    let mut last_report = Instant::now();
     loop {
         glommio::timer::sleep(tick).await;
         if SHUTDOWN.load(Ordering::Relaxed) {
@@ -311,6 +329,11 @@ async fn ticker(shard: Rc<Shard>) {
             last_sync = Instant::now();
             shard.publish_online();
         }
+        let report_due = last_report.elapsed() >= report_every;
+        if report_due {
+            last_report = Instant::now();
+        }
+        shard.bus_tick(report_due);
     }
 }
 

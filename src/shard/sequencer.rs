@@ -302,6 +302,34 @@ impl Sequencer {
         joined
     }
 
+    /// The current epoch of `room`, if it has a stream here.
+    pub fn epoch_of(&self, room: &str) -> Option<Arc<str>> {
+        self.streams.get(room).map(|stream| stream.epoch.clone())
+    }
+
+    /// Drops every room for which `keep` is false, history and all (the
+    /// cluster moved its sequencer); returns how many were dropped.
+    pub fn retain_rooms(&mut self, mut keep: impl FnMut(&str) -> bool) -> usize {
+        let before = self.streams.len();
+        let mut freed_bytes = 0;
+        let mut freed_kept = 0;
+        self.streams.retain(|room, stream| {
+            let keeping = keep(room);
+            if !keeping {
+                freed_kept += stream.history.len();
+                freed_bytes += stream.history.iter().map(|kept| kept.frame.len() + KEPT_OVERHEAD_BYTES).sum::<usize>();
+            }
+            keeping
+        });
+        let dropped = before - self.streams.len();
+        if dropped > 0 {
+            self.kept -= freed_kept;
+            self.bytes -= freed_bytes;
+            self.compact();
+        }
+        dropped
+    }
+
     /// A connection with positions left `room`.
     pub fn detach(&mut self, room: &str) {
         if let Some(stream) = self.streams.get_mut(room) {

@@ -145,7 +145,13 @@ pub(super) fn register(shard: &Shard, conn: ConnRef) {
     let key_owner = owner_of(key.as_str(), shard.shards);
     let mid_owner = (mid != 0).then(|| owner_of(&mid, shard.shards));
     let separate_mid = mid_owner.is_some_and(|owner| owner != key_owner);
-    let ack_id = shard.new_ack(conn, 1 + separate_mid as u32);
+    let clustered = shard.bus.is_some();
+    let ack_id = shard.new_ack(conn, 1 + separate_mid as u32 + clustered as u32);
+    // Clustered: the key's and mid's subscriptions (and the room's) must be
+    // in the bus server's tables before the auth reply leaves.
+    if clustered && !shard.bus_register(conn, &key, mid, ack_id) {
+        shard.registration_flushed(ack_id);
+    }
     let mid_with_key = if separate_mid { None } else { mid_owner.map(|_| mid) };
     shard.send(key_owner, ShardMsg::Register { key: Some(key), mid: mid_with_key, conn, ack_id });
     if let (true, Some(owner)) = (separate_mid, mid_owner) {
@@ -181,9 +187,12 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
         (state.conns.remove(conn), detach)
     };
     if let Some(room) = detach {
-        shard.send(owner_of(&*room, shard.shards), ShardMsg::Detach { room });
+        shard.send_detach(room);
     }
-    let Some(session) = session else { return };
+    let Some(session) = session else {
+        shard.sync_interest();
+        return;
+    };
     // SAFETY: the fd was accepted by this shard's poller and is owned by the
     // session, which has just been removed: nothing else closes it.
     unsafe { libc::close(session.fd) };
@@ -191,8 +200,10 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
     shard.stats.borrow_mut().closed[reason.index()] += 1;
     crate::log_debug!("shard {}: connection {} closed: {}", shard.id, session.key, reason.name());
     if session.phase == Phase::Handshake {
+        shard.sync_interest();
         return;
     }
+    shard.bus_unregister(conn, &session.key, session.mid);
     let key_owner = owner_of(&*session.key, shard.shards);
     let mid_owner = (session.mid != 0).then(|| owner_of(&session.mid, shard.shards));
     let key = Some(session.key.into_string());
@@ -232,7 +243,8 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
                 if session.phase == Phase::Established {
                     session.deadline_tick = idle_deadline_tick;
                 }
-                let count = session.room.as_ref().map_or(0, |room| state.online.room(room));
+                let count =
+                    session.room.as_ref().map_or(0, |room| state.online.room(room) + shard.remote_room_count(room));
                 let count = count.min(i32::MAX as u64) as i32;
                 frame::encode(f.ver, op::HEARTBEAT_REPLY, f.seq, &count.to_be_bytes())
             }
@@ -260,8 +272,9 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
     }
     // The reply (op 13) is queued first: the op-20 frame follows it.
     if let Some(room) = after.detach {
-        shard.send(owner_of(&*room, shard.shards), ShardMsg::Detach { room });
+        shard.send_detach(room);
     }
+    shard.sync_interest();
     if let Some((room, attach_seq)) = after.attach {
         shard.request_attach(conn, &room, attach_seq, None);
     }

@@ -13,6 +13,7 @@
 //! tests check what a goim client or business back end would see.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod ws;
 
 use std::fmt::Debug;

@@ -1,0 +1,545 @@
+//! The shard's side of the cluster: what it publishes for the API and its
+//! connections, and how it applies what the bus brings.
+//!
+//! Owns: the cluster path of every push kind, of joins with positions and
+//! of history queries; the sequencer's bus replies; key claims (a newer
+//! connection with a key closes older ones on any node); reports and the
+//! node table's consequences (rooms whose sequencer moved are dropped, so
+//! they start a new epoch where they went). Must never: answer an API
+//! request before its push is in the server's order (sequencer reply or
+//! PONG), or drop a push without failing its ticket.
+
+use super::bus::{BusError, Interest, Waiter};
+use super::wire::{AttachToken, BusMsg, Holder, Report};
+use crate::shard::ack::Ack;
+use crate::shard::close::CloseReason;
+use crate::shard::conns::ConnRef;
+use crate::shard::directory::owner_of;
+use crate::shard::mesh::Attached;
+use crate::shard::sequencer::{Joined, Recovery, Refusal};
+use crate::shard::Shard;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// How a push leaves this shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Single node: the mesh.
+    Local,
+    /// Through the bus.
+    Bus,
+    /// Clustered, but the bus is down.
+    Down,
+}
+
+/// What a subscription's message is for, copied out of the bus's table.
+enum Target {
+    Room(Arc<str>),
+    Key(Vec<(ConnRef, u64)>),
+    Conns(Vec<ConnRef>),
+    Other,
+}
+
+/// Report parts are cut at this share of the server's max_payload.
+const REPORT_PART_SHARE: usize = 2;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Shard {
+    pub fn route(&self) -> Route {
+        match &self.bus {
+            None => Route::Local,
+            Some(bus) if bus.connected() => Route::Bus,
+            Some(_) => Route::Down,
+        }
+    }
+
+    /// The sequencer of `room` in the cluster: (node, shard there).
+    pub fn cluster_sequencer(&self, room: &str) -> Option<(String, usize)> {
+        let bus = self.bus.as_ref()?;
+        let nodes = bus.nodes.borrow();
+        let (node, shards) = nodes.sequencer_of(room, self.shards);
+        Some((node.to_string(), owner_of(room, shards)))
+    }
+
+    /// Fails ticket `id` with `error`, counted as a push the bus did not take.
+    pub fn bus_refused(&self, id: u64, error: BusError) {
+        self.stats.borrow_mut().bus_pushes_failed += 1;
+        crate::log_warn!("shard {}: push answered -500: {}", self.id, error.reason());
+        self.tickets.borrow_mut().fail(id, error.reason());
+    }
+
+    // ---- the API side ----
+
+    pub fn bus_push_room(&self, room: &str, frame: &Bytes, ack: Ack) {
+        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return };
+        let msg = BusMsg::Sequence { ticket: ack.id, room, frame };
+        match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
+            Ok(()) => {
+                bus.remote.borrow_mut().insert(ack.id);
+            }
+            Err(e) => self.bus_refused(ack.id, e),
+        }
+    }
+
+    /// Key and mid pushes: one message per target on its subject, then a
+    /// PING; the reply waits for the PONG.
+    pub fn bus_push_direct(&self, subjects: impl Iterator<Item = String>, op: i32, frame: &Bytes, ack: Ack) {
+        let Some(bus) = &self.bus else { return };
+        let msg = BusMsg::Direct { op, frame };
+        for subject in subjects {
+            if let Err(e) = bus.publish(&subject, None, &msg) {
+                return self.bus_refused(ack.id, e);
+            }
+        }
+        if let Err(e) = bus.flush(Waiter::Ticket(ack.id)) {
+            self.bus_refused(ack.id, e);
+        }
+    }
+
+    pub fn bus_push_all(&self, op: i32, speed: u32, frame: &Bytes, ack: Ack) {
+        let Some(bus) = &self.bus else { return };
+        let result = bus
+            .publish(&bus.subjects.all(), None, &BusMsg::All { op, speed, frame })
+            .and_then(|()| bus.flush(Waiter::Ticket(ack.id)));
+        if let Err(e) = result {
+            self.bus_refused(ack.id, e);
+        }
+    }
+
+    pub fn bus_query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
+        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return };
+        let msg = BusMsg::History { ticket: ack.id, room, since, limit };
+        match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
+            Ok(()) => {
+                bus.remote.borrow_mut().insert(ack.id);
+            }
+            Err(e) => self.tickets.borrow_mut().fail(ack.id, e.reason()),
+        }
+    }
+
+    /// Joins with positions: subscribe to the room first (so every push
+    /// numbered after the sequencer answers reaches this shard), then ask.
+    /// Returns false when the bus cannot take it (the caller joins locally).
+    pub fn bus_request_attach(
+        &self,
+        conn: ConnRef,
+        room: &str,
+        attach_seq: u32,
+        recover: Option<(&str, u32)>,
+        replay_bytes_max: usize,
+    ) -> bool {
+        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return false };
+        let subject = bus.subjects.room(room);
+        bus.want(&subject, Interest::Room(Arc::from(room)));
+        let token = AttachToken { slot: conn.slot, generation: conn.generation, attach_seq };
+        let replay_bytes_max = replay_bytes_max.min(u32::MAX as usize) as u32;
+        let msg = BusMsg::Attach { token, room, recover, replay_bytes_max };
+        if bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg).is_ok() {
+            return true;
+        }
+        bus.unwant(&subject, None);
+        false
+    }
+
+    /// A connection with positions left `room`: its sequencer uncounts it.
+    pub fn bus_detach(&self, room: &str) -> bool {
+        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return false };
+        bus.publish(&bus.subjects.sequencer(&node, shard), None, &BusMsg::Detach { room }).is_ok()
+    }
+
+    /// A connection registers: subscribe to its key (claiming it, so older
+    /// holders anywhere close) and mid. The auth reply waits for the PONG
+    /// behind these subscriptions; returns whether it has to.
+    pub fn bus_register(&self, conn: ConnRef, key: &str, mid: i64, ack_id: u64) -> bool {
+        let Some(bus) = &self.bus else { return false };
+        let at_ms = unix_ms();
+        let key_subject = bus.subjects.key(key);
+        bus.want(&key_subject, Interest::Key(vec![(conn, at_ms)]));
+        if mid != 0 {
+            bus.want(&bus.subjects.mid(mid), Interest::Mid(vec![conn]));
+        }
+        self.sync_interest();
+        let holder =
+            Holder { at_ms, node: &bus.node_id, shard: self.id as u16, slot: conn.slot, generation: conn.generation };
+        let _ = bus.publish(&key_subject, None, &BusMsg::Claim { holder });
+        bus.flush(Waiter::Registration(ack_id)).is_ok()
+    }
+
+    pub fn bus_unregister(&self, conn: ConnRef, key: &str, mid: i64) {
+        let Some(bus) = &self.bus else { return };
+        bus.unwant(&bus.subjects.key(key), Some(conn));
+        if mid != 0 {
+            bus.unwant(&bus.subjects.mid(mid), Some(conn));
+        }
+        self.sync_interest();
+    }
+
+    /// Subscribes to rooms that got their first member here and drops
+    /// rooms that lost their last one.
+    pub fn sync_interest(&self) {
+        let Some(bus) = &self.bus else { return };
+        let changes = std::mem::take(&mut self.state.borrow_mut().online.interest);
+        for (room, joined) in changes {
+            let subject = bus.subjects.room(&room);
+            if joined {
+                bus.want(&subject, Interest::Room(Arc::from(&*room)));
+            } else {
+                bus.unwant(&subject, None);
+            }
+        }
+    }
+
+    // ---- what the bus brings ----
+
+    pub fn on_bus_connected(&self) {
+        self.stats.borrow_mut().bus_connected = 1;
+        if self.id == 0 {
+            self.publish_report();
+        }
+    }
+
+    /// Every waiter of the lost connection is failed (its push may or may
+    /// not have been delivered: the reply says -500, never success).
+    pub fn on_bus_disconnected(&self) {
+        let Some(bus) = &self.bus else { return };
+        self.stats.borrow_mut().bus_connected = 0;
+        let (waiters, remote) = bus.on_disconnect();
+        for waiter in waiters {
+            match waiter {
+                Waiter::Ticket(id) => self.bus_refused(id, BusError::Down),
+                Waiter::Registration(id) => self.registration_flushed(id),
+            }
+        }
+        for id in remote {
+            self.bus_refused(id, BusError::Down);
+        }
+    }
+
+    pub fn on_bus_message(&self, sid: u64, reply: Option<&[u8]>, payload: &[u8]) {
+        let Some(bus) = &self.bus else { return };
+        let Some(target) = bus.with_interest(sid, |interest| match interest {
+            Interest::Room(room) => Target::Room(room.clone()),
+            Interest::Key(holders) => Target::Key(holders.clone()),
+            Interest::Mid(conns) => Target::Conns(conns.clone()),
+            _ => Target::Other,
+        }) else {
+            return; // Unsubscribed since: nothing here wants it.
+        };
+        let Some(msg) = super::wire::decode(payload) else {
+            self.stats.borrow_mut().bus_bad_messages += 1;
+            crate::log_warn!("shard {}: undecodable bus message ({} bytes) ignored", self.id, payload.len());
+            return;
+        };
+        let reply = reply.and_then(|r| std::str::from_utf8(r).ok());
+        match msg {
+            BusMsg::Sequence { ticket, room, frame } => self.bus_sequence(ticket, room, frame, reply),
+            BusMsg::Attach { token, room, recover, replay_bytes_max } => {
+                self.bus_attach(token, room, recover, replay_bytes_max as usize, reply)
+            }
+            BusMsg::Detach { room } => self.sequencer.borrow_mut().detach(room),
+            BusMsg::History { ticket, room, since, limit } => {
+                let room = Arc::from(room);
+                let page = self.sequencer.borrow_mut().page(&room, since, limit as usize, || self.new_epoch());
+                let messages: Vec<(u32, &[u8])> = page.messages.iter().map(|(o, f)| (*o, &f[..])).collect();
+                let msg =
+                    BusMsg::Page { ticket, epoch: &page.epoch, offset: page.offset, complete: page.complete, messages };
+                if let Some(reply) = reply {
+                    let _ = bus.publish(reply, None, &msg);
+                }
+            }
+            BusMsg::Done { ticket } => {
+                if bus.remote.borrow_mut().remove(&ticket) {
+                    self.tickets.borrow_mut().complete(ticket);
+                }
+            }
+            BusMsg::Page { ticket, epoch, offset, complete, messages } => {
+                if bus.remote.borrow_mut().remove(&ticket) {
+                    let messages = messages.into_iter().map(|(o, f)| (o, Bytes::copy_from_slice(f))).collect();
+                    let page =
+                        crate::shard::sequencer::HistoryPage { epoch: Arc::from(epoch), offset, complete, messages };
+                    self.tickets.borrow_mut().complete_with(ticket, Some(Box::new(page)));
+                }
+            }
+            BusMsg::Attached { token, room, epoch, offset, recovery, replay } => {
+                self.bus_attached(token, room, epoch, offset, recovery, replay)
+            }
+            BusMsg::Room { epoch, offset, frame } => {
+                if let Target::Room(room) = target {
+                    self.note_epoch(&room, epoch);
+                    if self.state.borrow_mut().rooms.push(&room, offset, Bytes::copy_from_slice(frame)) {
+                        self.flush.raise();
+                    }
+                }
+            }
+            BusMsg::Direct { op, frame } => {
+                let conns: Vec<ConnRef> = match target {
+                    Target::Key(holders) => holders.into_iter().map(|(conn, _)| conn).collect(),
+                    Target::Conns(conns) => conns,
+                    _ => return,
+                };
+                self.deliver_conns(&conns, op, Bytes::copy_from_slice(frame));
+            }
+            BusMsg::Claim { holder } => {
+                if let Target::Key(holders) = target {
+                    self.on_claim(&holders, holder);
+                }
+            }
+            BusMsg::All { op, speed, frame } => {
+                let conns_per_s = self.broadcast_share(speed);
+                self.deliver_all(op, Bytes::copy_from_slice(frame), conns_per_s);
+            }
+            BusMsg::Report(report) => self.on_report(&report),
+        }
+    }
+
+    /// The sequencer's side of a cluster room push: number it, keep it,
+    /// publish it on the room's subject, and only then reply (same socket,
+    /// so every subscriber has it queued before the publisher hears back).
+    fn bus_sequence(&self, ticket: u64, room: &str, frame: &[u8], reply: Option<&str>) {
+        let Some(bus) = &self.bus else { return };
+        let room: Arc<str> = Arc::from(room);
+        let frame = Bytes::copy_from_slice(frame);
+        let now_ms = self.coarse_ms();
+        let (offset, epoch) = {
+            let mut sequencer = self.sequencer.borrow_mut();
+            let (offset, _) = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
+            self.note_history(&sequencer);
+            (offset, sequencer.epoch_of(&room).unwrap_or_else(|| Arc::from("")))
+        };
+        self.stats.borrow_mut().pushes_sequenced += 1;
+        let published =
+            bus.publish(&bus.subjects.room(&room), None, &BusMsg::Room { epoch: &epoch, offset, frame: &frame });
+        match (published, reply) {
+            (Ok(()), Some(reply)) => {
+                let _ = bus.publish(reply, None, &BusMsg::Done { ticket });
+            }
+            (Err(e), _) => {
+                // The publisher's reply times out (-500); the offset is used,
+                // so members with positions see a gap they can recover.
+                crate::log_warn!("shard {}: a numbered push of {room} was not published: {}", self.id, e.reason());
+            }
+            _ => {}
+        }
+    }
+
+    fn bus_attach(
+        &self,
+        token: AttachToken,
+        room: &str,
+        recover: Option<(&str, u32)>,
+        replay_bytes_max: usize,
+        reply: Option<&str>,
+    ) {
+        let (Some(bus), Some(reply)) = (&self.bus, reply) else { return };
+        let room: Arc<str> = Arc::from(room);
+        let joined = self.sequencer.borrow_mut().attach(&room, recover, replay_bytes_max, || self.new_epoch());
+        let replay: Vec<(u32, &[u8])> = joined.replay.iter().map(|(o, f)| (*o, &f[..])).collect();
+        let msg = |recovery, replay| BusMsg::Attached {
+            token,
+            room: &room,
+            epoch: &joined.epoch,
+            offset: joined.offset,
+            recovery,
+            replay,
+        };
+        if let Err(BusError::TooLarge) = bus.publish(reply, None, &msg(joined.recovery, replay)) {
+            let _ = bus.publish(reply, None, &msg(Recovery::Refused(Refusal::TooLarge), Vec::new()));
+        }
+    }
+
+    /// The member side of a cluster join: as `on_attached`, then the
+    /// subscription taken for the join is handed to the membership.
+    #[allow(clippy::too_many_arguments)]
+    fn bus_attached(
+        &self,
+        token: AttachToken,
+        room: &str,
+        epoch: &str,
+        offset: u32,
+        recovery: Recovery,
+        replay: Vec<(u32, &[u8])>,
+    ) {
+        let Some(bus) = &self.bus else { return };
+        let room: Arc<str> = Arc::from(room);
+        self.note_epoch(&room, epoch);
+        let conn = ConnRef { shard: self.id as u16, slot: token.slot, generation: token.generation };
+        let joined = Joined {
+            epoch: Arc::from(epoch),
+            offset,
+            recovery,
+            replay: replay.into_iter().map(|(o, f)| (o, Bytes::copy_from_slice(f))).collect(),
+        };
+        self.on_attached(Attached { room: room.clone(), conn, attach_seq: token.attach_seq, joined });
+        self.sync_interest();
+        bus.unwant(&bus.subjects.room(&room), None);
+    }
+
+    /// Members with positions are told when their room's epoch changes (its
+    /// sequencer moved or restarted): an op-20 frame, `recovered: false`.
+    fn note_epoch(&self, room: &Arc<str>, epoch: &str) {
+        let Some(bus) = &self.bus else { return };
+        let changed = {
+            let mut epochs = bus.room_epochs.borrow_mut();
+            match epochs.get(room) {
+                Some(known) if &**known == epoch => false,
+                Some(_) => {
+                    epochs.insert(room.clone(), Arc::from(epoch));
+                    true
+                }
+                None => {
+                    epochs.insert(room.clone(), Arc::from(epoch));
+                    false
+                }
+            }
+        };
+        if changed {
+            self.announce_epoch(room, epoch);
+        }
+    }
+
+    /// Closes the local holders of a key older than the claim's.
+    fn on_claim(&self, holders: &[(ConnRef, u64)], claim: Holder<'_>) {
+        let Some(bus) = &self.bus else { return };
+        for (conn, at_ms) in holders {
+            let mine = Holder {
+                at_ms: *at_ms,
+                node: &bus.node_id,
+                shard: self.id as u16,
+                slot: conn.slot,
+                generation: conn.generation,
+            };
+            if mine < claim {
+                self.close(*conn, CloseReason::Replaced);
+            }
+        }
+    }
+
+    /// This shard's share of a cluster-wide broadcast speed: in proportion
+    /// to its connections, so every shard of every node ends together.
+    fn broadcast_share(&self, speed: u32) -> u32 {
+        if speed == 0 {
+            return 0;
+        }
+        let mine = self.state.borrow().conns.len() as u64;
+        let (node_conns, _) = {
+            let (conns, ips) = self.local_counts();
+            self.state.borrow().online.totals(conns, ips)
+        };
+        let others = self.bus.as_ref().map_or(0, |bus| bus.nodes.borrow().totals().0);
+        let total = (node_conns + others).max(1);
+        ((speed as u64 * mine / total) as u32).max(1)
+    }
+
+    fn on_report(&self, report: &Report<'_>) {
+        let Some(bus) = &self.bus else { return };
+        let unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let change = bus.nodes.borrow_mut().apply(report, self.now_ms(), unix_ns);
+        if change == super::nodes::Change::Membership {
+            crate::log_info!("shard {}: node {} joined the cluster", self.id, report.node);
+            self.on_membership();
+            if self.id == 0 {
+                // The newcomer hears about this node now, not a report_ms later.
+                self.publish_report();
+            }
+        }
+    }
+
+    /// The live nodes changed: rooms this shard sequenced that another node
+    /// wins now are dropped (if they come back they start a new epoch, so
+    /// no client recovers across pushes it never saw numbered here).
+    fn on_membership(&self) {
+        let Some(bus) = &self.bus else { return };
+        let nodes = bus.nodes.borrow();
+        let mut sequencer = self.sequencer.borrow_mut();
+        let dropped = sequencer.retain_rooms(|room| nodes.is_me(nodes.sequencer_of(room, self.shards).0));
+        if dropped > 0 {
+            crate::log_info!("shard {}: {dropped} rooms now sequenced by another node", self.id);
+        }
+        self.note_history(&sequencer);
+    }
+
+    /// Every tick: silent nodes are dropped; shard 0 reports when due.
+    pub fn bus_tick(&self, report_due: bool) {
+        let Some(bus) = &self.bus else { return };
+        let change = bus.nodes.borrow_mut().expire(self.now_ms());
+        if change == super::nodes::Change::Membership {
+            crate::log_warn!("shard {}: a node went silent and was dropped from the cluster", self.id);
+            self.on_membership();
+        }
+        if report_due && self.id == 0 {
+            self.publish_report();
+        }
+    }
+
+    /// Shard 0 publishes the node's counts, in parts under max_payload.
+    pub fn publish_report(&self) {
+        let Some(bus) = &self.bus else { return };
+        if !bus.connected() {
+            return;
+        }
+        let (conn_count, ip_count) = {
+            let (conns, ips) = self.local_counts();
+            self.state.borrow().online.totals(conns, ips)
+        };
+        let rooms: Vec<(String, u32)> = self
+            .state
+            .borrow()
+            .online
+            .rooms()
+            .map(|(room, count)| (room.to_string(), count.min(u32::MAX as u64) as u32))
+            .collect();
+        let part_bytes_max = bus.payload_max() / REPORT_PART_SHARE;
+        let mut parts: Vec<Vec<(&str, u32)>> = vec![Vec::new()];
+        let mut part_bytes = 0;
+        for (room, count) in &rooms {
+            let entry_bytes = room.len() + 8;
+            if part_bytes + entry_bytes > part_bytes_max && part_bytes > 0 {
+                parts.push(Vec::new());
+                part_bytes = 0;
+            }
+            part_bytes += entry_bytes;
+            if let Some(part) = parts.last_mut() {
+                part.push((room, *count));
+            }
+        }
+        let seq = bus.report_seq.get() + 1;
+        bus.report_seq.set(seq);
+        let node = &self.config.node;
+        let count = parts.len() as u32;
+        for (index, rooms) in parts.into_iter().enumerate() {
+            let report = Report {
+                node: &bus.node_id,
+                seq,
+                part: index as u32,
+                parts: count,
+                hostname: &node.hostname,
+                addr: &node.addr,
+                domain: &node.domain,
+                tcp_port: node.tcp_port,
+                ws_port: node.ws_port,
+                wss_port: node.wss_port,
+                weight: node.weight,
+                shards: self.shards as u16,
+                conn_count,
+                ip_count,
+                rooms,
+            };
+            if let Err(e) = bus.publish(&bus.subjects.report(), None, &BusMsg::Report(report)) {
+                crate::log_warn!("shard {}: report not published: {}", self.id, e.reason());
+                return;
+            }
+        }
+    }
+
+    /// Copies the bus's gauges into this shard's counters (for /metrics).
+    pub fn note_bus_stats(&self) {
+        let Some(bus) = &self.bus else { return };
+        let mut stats = self.stats.borrow_mut();
+        stats.bus_messages_out = bus.messages_out();
+        stats.cluster_nodes_live = bus.nodes.borrow().live_count() as u64;
+        stats.bus_subscriptions = bus.subscription_count() as u64;
+    }
+}
