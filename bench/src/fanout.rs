@@ -32,6 +32,10 @@ pub struct Plan {
     pub wait_ns: u64,
     pub settle_ms: u64,
     pub server_pid: Option<u32>,
+    /// Members are spread over `tcp` and these (cluster nodes).
+    pub tcp_more: Vec<std::net::SocketAddrV4>,
+    /// Their processes (and nats-server): CPU added to the server's.
+    pub extra_pids: Vec<u32>,
     pub connect_timeout_s: u64,
 }
 
@@ -52,6 +56,13 @@ pub fn server_cpu(pid: Option<u32>) -> Option<f64> {
     pid.and_then(sys::proc_cpu_s)
 }
 
+/// CPU seconds of the server and of every extra process (cluster nodes,
+/// nats-server) together.
+fn all_servers_cpu(plan: &Plan) -> Option<f64> {
+    let extra: f64 = plan.extra_pids.iter().filter_map(|pid| sys::proc_cpu_s(*pid)).sum();
+    server_cpu(plan.server_pid).map(|cpu| cpu + extra)
+}
+
 pub fn run(plan: Plan) -> Result<Report, String> {
     let (soft, _) = sys::raise_nofile();
     let need = plan.members as u64 + plan.pubs.conns as u64 + 32;
@@ -64,6 +75,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     let threads = plan.recv_threads.clamp(1, plan.members.max(1));
     let pool = PoolConfig {
         tcp: plan.tcp,
+        tcp_more: plan.tcp_more.clone(),
         window: (plan.window / threads).max(1),
         heartbeat_ns: plan.heartbeat_s * 1_000_000_000,
         heartbeat_now: false,
@@ -86,7 +98,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         });
     }
     let t_connect = sys::now_ns();
-    let server_cpu_c0 = server_cpu(plan.server_pid);
+    let server_cpu_c0 = all_servers_cpu(&plan);
     let handles: Vec<_> =
         per_thread.into_iter().map(|specs| members::spawn(specs, pool.clone(), shared.clone())).collect();
     let deadline = t_connect + plan.connect_timeout_s * 1_000_000_000;
@@ -94,7 +106,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         std::thread::sleep(Duration::from_millis(2));
     }
     let connect_ns = sys::now_ns() - t_connect;
-    let server_cpu_c1 = server_cpu(plan.server_pid);
+    let server_cpu_c1 = all_servers_cpu(&plan);
     let authed = shared.authed.load(Relaxed);
     let failed = shared.failed.load(Relaxed);
     eprintln!(
@@ -111,7 +123,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     std::thread::sleep(Duration::from_millis(plan.settle_ms));
 
     let gen0 = sys::rusage_s(false);
-    let srv0 = server_cpu(plan.server_pid);
+    let srv0 = all_servers_cpu(&plan);
     let pid_s = plan.server_pid.map(|p| p.to_string());
     let srv_sched0 = pid_s.as_deref().map(sys::task_schedstats);
     let gen_sched0 = sys::task_schedstats("self");
@@ -163,7 +175,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         std::thread::sleep(Duration::from_micros(500));
     }
     let t1 = sys::now_ns();
-    let srv1 = server_cpu(plan.server_pid);
+    let srv1 = all_servers_cpu(&plan);
     let gen1 = sys::rusage_s(false);
     let srv_wait = srv_sched0.map(|b| sys::wait_delta_s(&b, &sys::task_schedstats(pid_s.as_deref().unwrap())));
     let gen_wait = sys::wait_delta_s(&gen_sched0, &sys::task_schedstats("self")) + pubs.wait_ns as f64 / 1e9;

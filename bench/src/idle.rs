@@ -71,6 +71,7 @@ impl Pool {
             .collect();
         let cfg = PoolConfig {
             tcp,
+            tcp_more: Vec::new(),
             window,
             heartbeat_ns: heartbeat_s * 1_000_000_000,
             heartbeat_now: true,

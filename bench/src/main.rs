@@ -37,6 +37,8 @@ fanout      room pushes to members (scenarios 2, 3, 4)
   --members-per-room C (1000)  --rooms R (1)  --rate PUSHES_PER_S (0 = saturate)
   --publishers P (8)  --pipeline N (16)  --batch  --duration-s S (10)  --body-bytes B (64)
   --recv-threads T (1)  --wait-s S (5)  --settle-ms MS (300)  --rcvbuf BYTES (0 = kernel)  --busy-poll
+  --also-tcp A,B (members spread over --tcp and these: cluster nodes)
+  --also-server-pids P,Q (their CPU, and nats-server's, counted as the server's)
 
 api         push API request rate with one member receiving (scenario 5)
   --endpoint keys|mids|room (room)  --conns N (64)  --pipeline N (1; N requests per write)
@@ -177,8 +179,40 @@ fn plan(
         wait_ns: (a.get("wait-s", default_wait_s)? * 1e9) as u64,
         settle_ms: a.get("settle-ms", 300)?,
         server_pid: c.server_pid,
+        tcp_more: a.get::<AddrList>("also-tcp", AddrList::default())?.0,
+        extra_pids: a.get::<PidList>("also-server-pids", PidList::default())?.0,
         connect_timeout_s: c.connect_timeout_s,
     })
+}
+
+/// `A,B,...` socket addresses (`--also-tcp`).
+#[derive(Default)]
+struct AddrList(Vec<std::net::SocketAddrV4>);
+
+impl std::str::FromStr for AddrList {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse().map_err(|_| format!("bad address {t:?}")))
+            .collect::<Result<_, _>>()
+            .map(AddrList)
+    }
+}
+
+/// `P,Q,...` process ids (`--also-server-pids`).
+#[derive(Default)]
+struct PidList(Vec<u32>);
+
+impl std::str::FromStr for PidList {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse().map_err(|_| format!("bad pid {t:?}")))
+            .collect::<Result<_, _>>()
+            .map(PidList)
+    }
 }
 
 fn body_bytes(a: &Args) -> Result<usize, String> {

@@ -29,6 +29,9 @@ const READ_BUF: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct PoolConfig {
     pub tcp: SocketAddrV4,
+    /// More servers (cluster nodes): member mid m connects to entry
+    /// (m - 1) % (1 + len) of [tcp, tcp_more...].
+    pub tcp_more: Vec<SocketAddrV4>,
     /// Connects + auths in flight per thread.
     pub window: usize,
     /// 0 = never heartbeat.
@@ -238,7 +241,12 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
             if first_connect_ns == 0 {
                 first_connect_ns = sys::now_ns();
             }
-            match sys::connect_nb(cfg.tcp, specs[i].src, cfg.rcvbuf) {
+            let servers = 1 + cfg.tcp_more.len() as u64;
+            let addr = match (specs[i].mid.saturating_sub(1) % servers) as usize {
+                0 => cfg.tcp,
+                k => cfg.tcp_more[k - 1],
+            };
+            match sys::connect_nb(addr, specs[i].src, cfg.rcvbuf) {
                 Ok(fd) => {
                     members[i].fd = fd;
                     members[i].state = CONNECTING;

@@ -192,6 +192,7 @@ pub fn run(o: &SeqOpts) -> Result<Report, String> {
     let shared = Arc::new(Shared::default());
     let pool = PoolConfig {
         tcp: o.tcp,
+        tcp_more: Vec::new(),
         window: o.window.max(1),
         heartbeat_ns: o.heartbeat_s * 1_000_000_000,
         heartbeat_now: false,

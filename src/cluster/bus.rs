@@ -31,8 +31,8 @@ pub enum Interest {
     /// Members of the room (or a connection joining it) are here.
     Room(Arc<str>),
     /// Connections holding the key, with the Unix ms they claimed it at.
-    Key(Vec<(ConnRef, u64)>),
-    Mid(Vec<ConnRef>),
+    Key(OneOrMore<(ConnRef, u64)>),
+    Mid(OneOrMore<ConnRef>),
     All,
     Reports,
     /// This shard's inbox (replies from sequencers).
@@ -41,8 +41,50 @@ pub enum Interest {
     Sequencer,
 }
 
+/// Holders of a key or mid: almost always one, kept inline (a connection's
+/// two subscriptions are most of what clustering costs it in memory).
+#[derive(Debug, Clone)]
+pub enum OneOrMore<T> {
+    One(T),
+    More(Vec<T>),
+}
+
+impl<T: Clone + PartialEq> OneOrMore<T> {
+    fn push(&mut self, item: T) {
+        match self {
+            OneOrMore::One(first) => *self = OneOrMore::More(vec![first.clone(), item]),
+            OneOrMore::More(items) => items.push(item),
+        }
+    }
+
+    /// Removes the first item `matches`; whether there was one. The last
+    /// item is never removed here (the subscription goes with it).
+    fn remove_first(&mut self, matches: impl Fn(&T) -> bool) -> bool {
+        match self {
+            OneOrMore::One(item) => matches(item),
+            OneOrMore::More(items) => match items.iter().position(matches) {
+                Some(index) => {
+                    items.swap_remove(index);
+                    if items.len() == 1 {
+                        *self = OneOrMore::One(items[0].clone());
+                    }
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<T> {
+        match self {
+            OneOrMore::One(item) => vec![item.clone()],
+            OneOrMore::More(items) => items.clone(),
+        }
+    }
+}
+
 struct Sub {
-    subject: String,
+    sid: u64,
     refs: u32,
     interest: Interest,
 }
@@ -88,8 +130,8 @@ pub struct Bus {
     pub wake: Signal,
     connected: Cell<bool>,
     payload_max: Cell<usize>,
-    subs: RefCell<HashMap<u64, Sub>>,
-    sids: RefCell<HashMap<String, u64>>,
+    /// By subject: a message is dispatched by the subject it came on.
+    subs: RefCell<HashMap<Box<str>, Sub>>,
     next_sid: Cell<u64>,
     /// Waiters of the next PING (not yet written).
     unflushed: RefCell<Vec<Waiter>>,
@@ -104,16 +146,6 @@ pub struct Bus {
     pub report_seq: Cell<u64>,
     scratch: RefCell<Vec<u8>>,
     messages_out: Cell<u64>,
-}
-
-fn remove_first<T>(items: &mut Vec<T>, matches: impl Fn(&T) -> bool) -> bool {
-    match items.iter().position(matches) {
-        Some(index) => {
-            items.swap_remove(index);
-            true
-        }
-        None => false,
-    }
 }
 
 /// NATS's default max_payload, until the server's INFO says otherwise.
@@ -133,7 +165,6 @@ impl Bus {
             connected: Cell::new(false),
             payload_max: Cell::new(DEFAULT_PAYLOAD_BYTES_MAX),
             subs: RefCell::new(HashMap::new()),
-            sids: RefCell::new(HashMap::new()),
             next_sid: Cell::new(1),
             unflushed: RefCell::new(Vec::new()),
             pings: RefCell::new(VecDeque::new()),
@@ -168,22 +199,19 @@ impl Bus {
     /// Adds a reference to `subject` (subscribing on the first). For keys
     /// and mids, `interest` carries the connection to add.
     pub fn want(&self, subject: &str, interest: Interest) {
-        let existing = self.sids.borrow().get(subject).copied();
-        if let Some(sid) = existing {
-            let mut subs = self.subs.borrow_mut();
-            let Some(sub) = subs.get_mut(&sid) else { return };
+        let mut subs = self.subs.borrow_mut();
+        if let Some(sub) = subs.get_mut(subject) {
             sub.refs += 1;
             match (&mut sub.interest, interest) {
-                (Interest::Key(conns), Interest::Key(more)) => conns.extend(more),
-                (Interest::Mid(conns), Interest::Mid(more)) => conns.extend(more),
+                (Interest::Key(holders), Interest::Key(OneOrMore::One(more))) => holders.push(more),
+                (Interest::Mid(holders), Interest::Mid(OneOrMore::One(more))) => holders.push(more),
                 _ => {}
             }
             return;
         }
         let sid = self.next_sid.get();
         self.next_sid.set(sid + 1);
-        self.sids.borrow_mut().insert(subject.to_string(), sid);
-        self.subs.borrow_mut().insert(sid, Sub { subject: subject.to_string(), refs: 1, interest });
+        subs.insert(subject.into(), Sub { sid, refs: 1, interest });
         if self.connected.get() {
             nats::subscribe(&mut self.out.borrow_mut(), subject, sid);
             self.wake.raise();
@@ -193,14 +221,13 @@ impl Bus {
     /// Drops a reference to `subject` (and `conn` from a key or mid),
     /// unsubscribing on the last.
     pub fn unwant(&self, subject: &str, conn: Option<ConnRef>) {
-        let Some(sid) = self.sids.borrow().get(subject).copied() else { return };
         let mut subs = self.subs.borrow_mut();
-        let Some(sub) = subs.get_mut(&sid) else { return };
+        let Some(sub) = subs.get_mut(subject) else { return };
         if let Some(conn) = conn {
             // A connection that never registered here holds no reference.
             let held = match &mut sub.interest {
-                Interest::Key(conns) => remove_first(conns, |(c, _)| *c == conn),
-                Interest::Mid(conns) => remove_first(conns, |c| *c == conn),
+                Interest::Key(holders) => holders.remove_first(|(c, _)| *c == conn),
+                Interest::Mid(holders) => holders.remove_first(|c| *c == conn),
                 _ => false,
             };
             if !held {
@@ -211,19 +238,23 @@ impl Bus {
         if sub.refs > 0 {
             return;
         }
-        if let Some(Sub { interest: Interest::Room(room), .. }) = subs.remove(&sid) {
+        let sid = sub.sid;
+        if let Some(Sub { interest: Interest::Room(room), .. }) = subs.remove(subject) {
             self.room_epochs.borrow_mut().remove(&room);
         }
-        self.sids.borrow_mut().remove(subject);
+        if subs.capacity() > 64 && subs.len() < subs.capacity() / 4 {
+            subs.shrink_to_fit();
+        }
         if self.connected.get() {
             nats::unsubscribe(&mut self.out.borrow_mut(), sid);
             self.wake.raise();
         }
     }
 
-    /// Calls `each` with what subscription `sid` means here.
-    pub fn with_interest<R>(&self, sid: u64, each: impl FnOnce(&Interest) -> R) -> Option<R> {
-        self.subs.borrow().get(&sid).map(|sub| each(&sub.interest))
+    /// Calls `each` with what `subject` means here (`None`: not subscribed).
+    pub fn with_interest<R>(&self, subject: &[u8], each: impl FnOnce(&Interest) -> R) -> Option<R> {
+        let subject = std::str::from_utf8(subject).ok()?;
+        self.subs.borrow().get(subject).map(|sub| each(&sub.interest))
     }
 
     /// Queues `msg` on `subject`. Fails when the bus is down, the buffer
@@ -295,10 +326,10 @@ impl Bus {
     pub fn on_connect(&self, name: &str, payload_max: Option<usize>, now_ms: u64, into: &mut Vec<u8>) {
         nats::connect(into, name);
         let subs = self.subs.borrow();
-        let mut sids: Vec<(&u64, &Sub)> = subs.iter().collect();
-        sids.sort_by_key(|(sid, _)| **sid);
-        for (sid, sub) in sids {
-            nats::subscribe(into, &sub.subject, *sid);
+        let mut sids: Vec<(u64, &str)> = subs.iter().map(|(subject, sub)| (sub.sid, &**subject)).collect();
+        sids.sort_unstable();
+        for (sid, subject) in sids {
+            nats::subscribe(into, subject, sid);
         }
         if let Some(max) = payload_max {
             self.payload_max.set(max);

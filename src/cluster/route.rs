@@ -9,7 +9,7 @@
 //! request before its push is in the server's order (sequencer reply or
 //! PONG), or drop a push without failing its ticket.
 
-use super::bus::{BusError, Interest, Waiter};
+use super::bus::{BusError, Interest, OneOrMore, Waiter};
 use super::wire::{AttachToken, BusMsg, Holder, Report};
 use crate::shard::ack::Ack;
 use crate::shard::close::CloseReason;
@@ -157,9 +157,9 @@ impl Shard {
         let Some(bus) = &self.bus else { return false };
         let at_ms = unix_ms();
         let key_subject = bus.subjects.key(key);
-        bus.want(&key_subject, Interest::Key(vec![(conn, at_ms)]));
+        bus.want(&key_subject, Interest::Key(OneOrMore::One((conn, at_ms))));
         if mid != 0 {
-            bus.want(&bus.subjects.mid(mid), Interest::Mid(vec![conn]));
+            bus.want(&bus.subjects.mid(mid), Interest::Mid(OneOrMore::One(conn)));
         }
         self.sync_interest();
         let holder =
@@ -218,12 +218,12 @@ impl Shard {
         }
     }
 
-    pub fn on_bus_message(&self, sid: u64, reply: Option<&[u8]>, payload: &[u8]) {
+    pub fn on_bus_message(&self, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
         let Some(bus) = &self.bus else { return };
-        let Some(target) = bus.with_interest(sid, |interest| match interest {
+        let Some(target) = bus.with_interest(subject, |interest| match interest {
             Interest::Room(room) => Target::Room(room.clone()),
-            Interest::Key(holders) => Target::Key(holders.clone()),
-            Interest::Mid(conns) => Target::Conns(conns.clone()),
+            Interest::Key(holders) => Target::Key(holders.to_vec()),
+            Interest::Mid(conns) => Target::Conns(conns.to_vec()),
             _ => Target::Other,
         }) else {
             return; // Unsubscribed since: nothing here wants it.
