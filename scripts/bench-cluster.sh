@@ -24,6 +24,9 @@ ROOT=$(pwd)
 QUICK=0
 [[ ${1:-} == --quick ]] && QUICK=1
 ROUNDS=${ROUNDS:-3}
+# SECTIONS="connections fanout cost" (the default) or any subset.
+SECTIONS=${SECTIONS:-connections fanout cost}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)
@@ -124,6 +127,7 @@ echo
 # ---- 1. connections across nodes ----
 start_nats
 declare -a NP NT NH
+if want connections; then
 for i in 1 2 3; do
     start_node "node$i" 2 1
     NP[$i]=$NODE_PID NT[$i]=$NODE_TCP NH[$i]=$NODE_HTTP
@@ -167,15 +171,17 @@ echo "- online/total on node 1 while all were held: conn_count = **$TOTAL** (3 p
 echo "- RSS while held: ${RSS_LINE}nats-server $NATS_RSS MiB; node 1 held $SUBS bus subscriptions (a key and a mid per connection, its rooms, 4 fixed per shard)."
 echo
 for i in 1 2 3; do stop_pid "${NP[$i]}"; done
+fi
 
 # ---- 2. fan-out across nodes ----
+DUR=10
+[[ $QUICK == 1 ]] && DUR=3
+if want fanout; then
 for i in 1 2 3; do
     start_node "node$i" 2 1
     NP[$i]=$NODE_PID NT[$i]=$NODE_TCP NH[$i]=$NODE_HTTP
 done
 for i in 1 2 3; do wait_live "${NH[$i]}" 3 || exit 1; done
-DUR=10
-[[ $QUICK == 1 ]] && DUR=3
 fanout_cluster() { # LABEL EXTRA-ARGS...
     local label=$1
     shift
@@ -195,18 +201,21 @@ fanout_cluster() { # LABEL EXTRA-ARGS...
 }
 echo "### Fan-out across nodes"
 echo
-echo "One room, 999 members: 333 on each node; pushes through node 1's API (8 publishers, 16 pipelined). Latency is push sent to member received."
+echo "One room, 999 members: 333 on each node; pushes through node 1's API at a fixed rate (a cluster's publishers are paced by the sequencer's reply, not by the member nodes' fan-out: pushed flat out, members fall behind and are closed as slow consumers, as they should be). Latency is push sent to member received."
 echo
 echo "| run | flags | delivered/s | p50 µs | p99 µs | missing | node-1 bus messages out per push |"
 echo "|---|---|---|---|---|---|---|"
-fanout_cluster cluster-saturated
 fanout_cluster cluster-rate-100 --rate 100 --publishers 1
+fanout_cluster cluster-rate-1000 --rate 1000 --publishers 2
+fanout_cluster cluster-rate-3000 --rate 3000 --publishers 4
 echo
 echo "Node 1 publishes, per room push, one request to the sequencer when another node sequences the room, or the numbered push and the reply when it does; node 1 also reports every second."
 echo
 for i in 1 2 3; do stop_pid "${NP[$i]}"; done
+fi
 
 # ---- 3. cost of clustering on one node ----
+want cost || exit 0
 echo "### Cost of clustering (one node, 1 room x 1,000 members, saturated, shards = 1)"
 echo
 echo "| round | without [cluster]: deliveries / node CPU-s | with [cluster]: / node CPU-s | / node + nats-server CPU-s | ratio (node) |"

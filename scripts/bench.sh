@@ -172,6 +172,18 @@ done
 # back end), one member checking every push arrives and in order.
 run sequential sequential-s2 2 sequential --members 1 --duration-s "$DUR" --heartbeat-s "$HB"
 
+# 9. The cluster (issue 8): connections, fan-out and the cost of clustering
+# over a real nats-server, when it is installed. Appended to the report.
+CLUSTER_MD=$WORK/cluster.md
+if command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]]; then
+    echo "== cluster: scripts/bench-cluster.sh" >&2
+    quick=()
+    [[ $MODE == quick ]] && quick=(--quick)
+    bash scripts/bench-cluster.sh "${quick[@]}" >"$CLUSTER_MD" || note "bench-cluster.sh failed (exit $?)"
+else
+    note "nats-server not installed: cluster benchmarks skipped"
+fi
+
 ELAPSED=$(($(date +%s) - T_START))
 {
     printf 'elapsed\t%d s\n' "$ELAPSED"
@@ -184,4 +196,7 @@ ELAPSED=$(($(date +%s) - T_START))
 
 mkdir -p docs
 "$GEN" report --results "$RESULTS" --meta "$META" --out docs/benchmarks.md || exit 1
+if [[ -s $CLUSTER_MD ]]; then
+    { echo; cat "$CLUSTER_MD"; } >>docs/benchmarks.md
+fi
 echo "== done in ${ELAPSED} s: docs/benchmarks.md" >&2

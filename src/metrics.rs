@@ -44,6 +44,10 @@ pub struct Stats {
     pub bus_pushes_failed: u64,
     /// Bus messages that did not decode (ignored).
     pub bus_bad_messages: u64,
+    /// Room pushes the bus lost before this shard (gaps in a room's offsets).
+    pub bus_room_pushes_missed: u64,
+    /// Room pushes that came twice (dropped).
+    pub bus_room_pushes_duplicate: u64,
     /// Gauge: subscriptions this shard holds on the bus.
     pub bus_subscriptions: u64,
     /// Gauge: live nodes this shard knows of, itself included (min over shards).
@@ -73,6 +77,8 @@ impl Stats {
         self.bus_reconnects += other.bus_reconnects;
         self.bus_pushes_failed += other.bus_pushes_failed;
         self.bus_bad_messages += other.bus_bad_messages;
+        self.bus_room_pushes_missed += other.bus_room_pushes_missed;
+        self.bus_room_pushes_duplicate += other.bus_room_pushes_duplicate;
         self.bus_subscriptions += other.bus_subscriptions;
         // The view every shard shares: the fewest nodes any shard knows.
         self.cluster_nodes_live = self.cluster_nodes_live.min(other.cluster_nodes_live);
@@ -180,6 +186,18 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         stats.bus_bad_messages,
     );
     metric("corecast_cluster_bus_subscriptions", "gauge", "Subscriptions held on the bus.", stats.bus_subscriptions);
+    metric(
+        "corecast_cluster_room_pushes_missed_total",
+        "counter",
+        "Room pushes lost on the bus before a shard (gaps in offsets; members with positions closed as bus_gap).",
+        stats.bus_room_pushes_missed,
+    );
+    metric(
+        "corecast_cluster_room_pushes_duplicate_total",
+        "counter",
+        "Room pushes that arrived twice on the bus (dropped).",
+        stats.bus_room_pushes_duplicate,
+    );
     by_reason(
         &mut out,
         "corecast_recoveries_refused_total",

@@ -322,3 +322,79 @@ fn a_push_during_a_bus_outage_is_answered_500_and_pushes_resume_after_a_nats_res
         metric(&nodes[0].http("GET", "/metrics", b"").body_str(), "corecast_cluster_bus_reconnects_total")
     });
 }
+
+#[test]
+fn a_throttled_broadcast_shares_its_speed_over_the_whole_cluster() {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, 3, 2);
+    let mut clients: Vec<Client> = (0..12).map(|i| nodes[i % 3].auth(i as i64, &format!("b{i}"), "", &[OP])).collect();
+    poll_eq("online/total", Duration::from_secs(5), 12, || nodes[0].online_total().0);
+    let started = std::time::Instant::now();
+    nodes[1].push("/goim/push/all?operation=1000&speed=6", b"slow");
+    for client in &mut clients {
+        let frame = client.try_read_frame(Duration::from_secs(10)).expect("the broadcast reaches every node");
+        assert_eq!(frame.body, b"slow");
+    }
+    // 12 connections at about 6 a second in all take about 2 s; each node
+    // walking at the full speed would be done in well under one.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(1200), "throttled cluster-wide, took {elapsed:?}");
+}
+
+/// Publishes `payload` on `subject` as a plain NATS client (the test acting
+/// as a broken bus: a push lost or repeated on the way).
+fn publish_raw(nats: &Nats, subject: &str, payload: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", nats.port)).expect("connect to nats-server");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut info = String::new();
+    reader.read_line(&mut info).expect("INFO");
+    let mut out = b"CONNECT {\"verbose\":false}\r\n".to_vec();
+    out.extend_from_slice(format!("PUB {subject} {}\r\n", payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\nPING\r\n");
+    (&stream).write_all(&out).expect("publish");
+    let mut pong = String::new();
+    reader.read_line(&mut pong).expect("PONG");
+    assert_eq!(pong, "PONG\r\n");
+}
+
+/// A numbered room push as corecast nodes encode it on the bus (cluster::wire).
+fn room_message(epoch: &str, offset: u32, body: &[u8]) -> Vec<u8> {
+    let frame = common::encode_frame(1, OP, 0, body);
+    let mut out = vec![b'r'];
+    out.extend_from_slice(&(epoch.len() as u32).to_be_bytes());
+    out.extend_from_slice(epoch.as_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+    out.extend_from_slice(&frame);
+    out
+}
+
+#[test]
+fn pushes_lost_or_repeated_on_the_bus_are_caught_counted_and_never_shown_as_a_gap() {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, 3, 2);
+    let (mut positioned, at) = join(&nodes[1], "gap-p", "live://gap", "");
+    let mut plain = nodes[1].auth(2, "gap-plain", "live://gap", &[OP]);
+    nodes[0].push_room(OP, "live", "gap", b"r1");
+    assert_eq!(next_push(&mut positioned), (1, "r1".to_string()));
+    plain.expect_push(OP, b"r1");
+    // Offset 1 again: a duplicate, dropped.
+    publish_raw(&nats, "corecast.room.live_3a_2f_2fgap", &room_message(&at.epoch, 1, b"again"));
+    // Offset 5 after 1: pushes 2 to 4 were lost on the way.
+    publish_raw(&nats, "corecast.room.live_3a_2f_2fgap", &room_message(&at.epoch, 5, b"r5"));
+    plain.expect_push(OP, b"r5");
+    positioned.expect_eof(Duration::from_secs(3));
+    poll_eq("missed", Duration::from_secs(3), (Some(3), Some(1)), || {
+        let text = nodes[1].http("GET", "/metrics", b"").body_str();
+        (
+            metric(&text, "corecast_cluster_room_pushes_missed_total"),
+            metric(&text, "corecast_cluster_room_pushes_duplicate_total"),
+        )
+    });
+    // Reconnecting with recovery gets what the history really holds.
+    let extra = format!(r#","recover":{{"epoch":"{}","offset":1}}"#, at.epoch);
+    let (_again, position) = join(&nodes[2], "gap-p", "live://gap", &extra);
+    assert_eq!((position.offset, position.recovered), (1, true), "the sequencer's own offsets have no gap");
+}

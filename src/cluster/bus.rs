@@ -89,6 +89,9 @@ struct Sub {
     interest: Interest,
 }
 
+/// Where a room's stream is, as seen here: (epoch, last offset).
+pub type StreamPoint = (Arc<str>, u32);
+
 /// Who waits for a PONG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiter {
@@ -140,8 +143,9 @@ pub struct Bus {
     /// Tickets waiting for a reply from another shard (a sequencer).
     pub remote: RefCell<HashSet<u64>>,
     pub nodes: RefCell<Nodes>,
-    /// The last epoch seen per room with members here (a change is announced).
-    pub room_epochs: RefCell<HashMap<Arc<str>, Arc<str>>>,
+    /// The last (epoch, offset) seen per room subscribed here: a new epoch
+    /// is announced, a gap or a duplicate is caught (`route::follow`).
+    pub room_streams: RefCell<HashMap<Arc<str>, StreamPoint>>,
     /// Reports published by this shard (shard 0 only).
     pub report_seq: Cell<u64>,
     scratch: RefCell<Vec<u8>>,
@@ -170,7 +174,7 @@ impl Bus {
             pings: RefCell::new(VecDeque::new()),
             remote: RefCell::new(HashSet::new()),
             nodes: RefCell::new(Nodes::new(node_id, config.node_timeout_ms)),
-            room_epochs: RefCell::new(HashMap::new()),
+            room_streams: RefCell::new(HashMap::new()),
             report_seq: Cell::new(0),
             scratch: RefCell::new(Vec::new()),
             messages_out: Cell::new(0),
@@ -240,7 +244,7 @@ impl Bus {
         }
         let sid = sub.sid;
         if let Some(Sub { interest: Interest::Room(room), .. }) = subs.remove(subject) {
-            self.room_epochs.borrow_mut().remove(&room);
+            self.room_streams.borrow_mut().remove(&room);
         }
         if subs.capacity() > 64 && subs.len() < subs.capacity() / 4 {
             subs.shrink_to_fit();

@@ -13,6 +13,7 @@ use super::nats::{self, ServerOp};
 use crate::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
@@ -126,9 +127,11 @@ async fn read_op<T>(
 /// Runs the reader and the writer until either ends; returns why.
 async fn serve(shard: &Rc<Shard>, stream: TcpStream, leftover: Vec<u8>) -> String {
     let (reader, writer) = futures_lite::io::split(stream);
+    let due = Rc::new(Cell::new(false));
     let read = read_loop(shard.clone(), reader, leftover);
-    let write = write_loop(shard.clone(), writer);
-    futures_lite::future::or(read, write).await
+    let write = write_loop(shard.clone(), writer, due.clone());
+    let tick = keepalive(shard.clone(), due);
+    futures_lite::future::or(read, futures_lite::future::or(write, tick)).await
 }
 
 async fn read_loop(shard: Rc<Shard>, mut reader: futures_lite::io::ReadHalf<TcpStream>, mut input: Vec<u8>) -> String {
@@ -185,22 +188,30 @@ fn handle(shard: &Rc<Shard>, op: ServerOp<'_>) {
     }
 }
 
-async fn write_loop(shard: Rc<Shard>, mut writer: futures_lite::io::WriteHalf<TcpStream>) -> String {
+/// Raises the writer every `KEEPALIVE_MS` with `due` set (one timer per
+/// connection, not one per write).
+async fn keepalive(shard: Rc<Shard>, due: Rc<Cell<bool>>) -> String {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(KEEPALIVE_MS)).await;
+        due.set(true);
+        if let Some(bus) = shard.bus.as_ref() {
+            bus.wake.raise();
+        }
+    }
+}
+
+async fn write_loop(
+    shard: Rc<Shard>,
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    keepalive_due: Rc<Cell<bool>>,
+) -> String {
     let Some(bus) = shard.bus.as_ref() else { return "no bus".into() };
     let mut output = Vec::new();
     let mut last_write_ms = shard.now_ms();
     loop {
-        let keepalive = futures_lite::future::or(
-            async {
-                bus.wake.wait().await;
-                false
-            },
-            async {
-                glommio::timer::sleep(Duration::from_millis(KEEPALIVE_MS)).await;
-                true
-            },
-        )
-        .await;
+        bus.wake.wait().await;
+        // Let every task ready in this pass publish first: one write for all.
+        futures_lite::future::yield_now().await;
         if shard.stopping.get() {
             return "shutting down".into();
         }
@@ -208,7 +219,7 @@ async fn write_loop(shard: Rc<Shard>, mut writer: futures_lite::io::WriteHalf<Tc
         if bus.oldest_ping_ms().is_some_and(|at| now_ms.saturating_sub(at) > PONG_TIMEOUT_MS) {
             return format!("no PONG within {PONG_TIMEOUT_MS} ms");
         }
-        let idle = keepalive && now_ms.saturating_sub(last_write_ms) >= KEEPALIVE_MS;
+        let idle = keepalive_due.replace(false) && now_ms.saturating_sub(last_write_ms) >= KEEPALIVE_MS;
         bus.take_output(now_ms, idle && bus.oldest_ping_ms().is_none(), &mut output);
         if output.is_empty() {
             continue;

@@ -36,12 +36,17 @@ pub enum ParseError {
 /// Parses the first operation in `input`: `Ok(None)` when it has not fully
 /// arrived, else the operation and the bytes it used.
 pub fn parse(input: &[u8], payload_bytes_max: usize) -> Result<Option<(ServerOp<'_>, usize)>, ParseError> {
-    let Some(line_end) = input.windows(2).take(CONTROL_LINE_BYTES_MAX).position(|w| w == b"\r\n") else {
+    let window = &input[..input.len().min(CONTROL_LINE_BYTES_MAX + 2)];
+    let Some(newline) = window.iter().position(|b| *b == b'\n') else {
         if input.len() > CONTROL_LINE_BYTES_MAX {
             return Err(ParseError::LineTooLong);
         }
         return Ok(None);
     };
+    if newline == 0 || input[newline - 1] != b'\r' {
+        return Err(ParseError::Bad("control line not ended by CRLF"));
+    }
+    let line_end = newline - 1;
     let line = &input[..line_end];
     let after_line = line_end + 2;
     let (verb, rest) = match line.iter().position(|b| *b == b' ' || *b == b'\t') {
@@ -209,6 +214,7 @@ mod tests {
         assert!(parse(b"MSG a 1 3\r\nabcXY", 1024).is_err());
         assert!(parse(b"HELLO\r\n", 1024).is_err());
         assert!(parse(b"MSG a\r\n", 1024).is_err());
+        assert!(parse(b"PING\n", 1024).is_err());
         assert_eq!(parse(&vec![b'x'; CONTROL_LINE_BYTES_MAX + 1], 1024), Err(ParseError::LineTooLong));
         assert_eq!(parse(b"MSG a 1 3\r\nab", 1024), Ok(None));
     }

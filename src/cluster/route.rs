@@ -268,7 +268,9 @@ impl Shard {
             }
             BusMsg::Room { epoch, offset, frame } => {
                 if let Target::Room(room) = target {
-                    self.note_epoch(&room, epoch);
+                    if !self.follow(&room, epoch, offset) {
+                        return;
+                    }
                     if self.state.borrow_mut().rooms.push(&room, offset, Bytes::copy_from_slice(frame)) {
                         self.flush.raise();
                     }
@@ -364,7 +366,7 @@ impl Shard {
     ) {
         let Some(bus) = &self.bus else { return };
         let room: Arc<str> = Arc::from(room);
-        self.note_epoch(&room, epoch);
+        self.follow_from(&room, epoch, offset);
         let conn = ConnRef { shard: self.id as u16, slot: token.slot, generation: token.generation };
         let joined = Joined {
             epoch: Arc::from(epoch),
@@ -377,27 +379,55 @@ impl Shard {
         bus.unwant(&bus.subjects.room(&room), None);
     }
 
-    /// Members with positions are told when their room's epoch changes (its
-    /// sequencer moved or restarted): an op-20 frame, `recovered: false`.
-    fn note_epoch(&self, room: &Arc<str>, epoch: &str) {
-        let Some(bus) = &self.bus else { return };
-        let changed = {
-            let mut epochs = bus.room_epochs.borrow_mut();
-            match epochs.get(room) {
-                Some(known) if &**known == epoch => false,
-                Some(_) => {
-                    epochs.insert(room.clone(), Arc::from(epoch));
-                    true
-                }
-                None => {
-                    epochs.insert(room.clone(), Arc::from(epoch));
-                    false
-                }
+    /// Follows `room`'s stream on this shard with the push numbered
+    /// `offset` of `epoch`; returns whether to deliver it.
+    ///
+    /// - The next offset: deliver.
+    /// - A new epoch (the sequencer moved or restarted): members with
+    ///   positions get an op-20 frame for it first.
+    /// - An offset already seen: a duplicate, dropped and counted.
+    /// - A gap (pushes lost on the bus, e.g. while this shard's connection
+    ///   was down): counted; members with positions are closed (`bus_gap`)
+    ///   rather than shown a gap, and recover when they reconnect; the
+    ///   others get the push.
+    fn follow(&self, room: &Arc<str>, epoch: &str, offset: u32) -> bool {
+        let Some(bus) = &self.bus else { return true };
+        let last = bus.room_streams.borrow().get(room).map(|(e, last)| (&**e == epoch, *last));
+        match last {
+            Some((true, last)) if offset == last.wrapping_add(1) => {}
+            Some((true, last)) if offset <= last => {
+                self.stats.borrow_mut().bus_room_pushes_duplicate += 1;
+                return false;
             }
-        };
-        if changed {
-            self.announce_epoch(room, epoch);
+            Some((true, last)) => {
+                let missed = offset - last - 1;
+                self.stats.borrow_mut().bus_room_pushes_missed += missed as u64;
+                crate::log_warn!("shard {}: {missed} pushes of {room} lost on the bus before offset {offset}", self.id);
+                let mut state = self.state.borrow_mut();
+                for slot in state.rooms.member_slots(room) {
+                    let positions = state.conns.by_slot_mut(slot).filter(|(_, session)| session.positions);
+                    if let Some((conn, _)) = positions {
+                        state.close(conn, CloseReason::BusGap);
+                    }
+                }
+                self.flush.raise();
+            }
+            Some((false, _)) => self.announce_epoch(room, epoch, offset.saturating_sub(1)),
+            None => {}
         }
+        bus.room_streams.borrow_mut().insert(room.clone(), (Arc::from(epoch), offset));
+        true
+    }
+
+    /// A join answered "epoch E, offset N": the stream here continues from
+    /// there (members that joined under another epoch are told first).
+    fn follow_from(&self, room: &Arc<str>, epoch: &str, offset: u32) {
+        let Some(bus) = &self.bus else { return };
+        let known = bus.room_streams.borrow().get(room).map(|(e, _)| &**e == epoch);
+        if known == Some(false) {
+            self.announce_epoch(room, epoch, offset);
+        }
+        bus.room_streams.borrow_mut().insert(room.clone(), (Arc::from(epoch), offset));
     }
 
     /// Closes the local holders of a key older than the claim's.

@@ -259,6 +259,25 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_or_completed_ticket_ends_at_once_and_ignores_late_credits() {
+        let mut tickets = Tickets::default();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let failed = tickets.open();
+        let half: Vec<Ack> = Ack { shard: 0, id: failed, weight: FULL_WEIGHT }.split(2).collect();
+        tickets.credit(failed, half[0].weight, None);
+        tickets.fail(failed, "bus down");
+        tickets.credit(failed, half[1].weight, None);
+        assert!(matches!(tickets.poll(failed, &mut cx), Poll::Ready(Answer::Failed("bus down"))));
+        let remote = tickets.open();
+        tickets.complete(remote);
+        // A duplicate completion from the network cannot trip the weight invariant.
+        tickets.complete(remote);
+        assert!(matches!(tickets.take_if_done(remote), Some(Answer::Done)));
+        assert!(tickets.is_empty());
+    }
+
+    #[test]
     fn tickets_ending_out_of_order_keep_their_ids() {
         let mut tickets = Tickets::default();
         let ids: Vec<u64> = (0..4).map(|_| tickets.open()).collect();

@@ -23,10 +23,14 @@ pub enum CloseReason {
     IoError,
     /// A WebSocket upgrade request was refused (bad path, version, key, origin).
     BadHandshake,
+    /// Cluster: pushes of the connection's room were lost on the bus (a gap
+    /// in its offsets); a connection with positions is closed rather than
+    /// shown a gap, and recovers when it reconnects.
+    BusGap,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::ClientClosed,
         CloseReason::HandshakeTimeout,
         CloseReason::BadFrame,
@@ -37,6 +41,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::IoError,
         CloseReason::BadHandshake,
+        CloseReason::BusGap,
     ];
 
     pub fn index(self) -> usize {
@@ -55,6 +60,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
             CloseReason::BadHandshake => "bad_handshake",
+            CloseReason::BusGap => "bus_gap",
         }
     }
 }

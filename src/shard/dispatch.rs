@@ -47,7 +47,7 @@ impl Shard {
             ShardMsg::Sequence { room, frame, ack } => self.sequence_room(room, frame, ack),
             ShardMsg::Room { room, offset, frame, new_epoch, ack } => {
                 if let Some(epoch) = new_epoch {
-                    self.announce_epoch(&room, &epoch);
+                    self.announce_epoch(&room, &epoch, 0);
                 }
                 self.deliver_room(&room, offset, frame);
                 self.confirm(ack);

@@ -148,12 +148,13 @@ impl Shard {
     }
 
     /// The room started a new epoch: every local member with positions gets
-    /// an op-20 frame for it (offset 0) after the pushes of the old one.
-    pub(crate) fn announce_epoch(&self, room: &str, epoch: &str) {
+    /// an op-20 frame for it (`offset`: the pushes that follow start after
+    /// it; 0 for a fresh epoch) after the pushes of the old one.
+    pub(crate) fn announce_epoch(&self, room: &str, epoch: &str, offset: u32) {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         self.fan_out_rooms(state);
-        let frame = position_frame(room, epoch, 0, false, 0);
+        let frame = position_frame(room, epoch, offset, false, 0);
         for slot in state.rooms.member_slots(room) {
             let Some((conn, session)) = state.conns.by_slot_mut(slot) else { continue };
             if session.positions {
