@@ -99,6 +99,9 @@ pub enum Waiter {
     Ticket(u64),
     /// A connection's registration: its subscriptions are in place.
     Registration(u64),
+    /// A share of another shard's ticket (a room push this shard numbered
+    /// for an API shard of this node): confirmed over the mesh.
+    Confirm(crate::shard::ack::Ack),
 }
 
 /// Why something could not be handed to the bus.

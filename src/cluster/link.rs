@@ -175,6 +175,7 @@ fn handle(shard: &Rc<Shard>, op: ServerOp<'_>) {
                 match waiter {
                     Waiter::Ticket(id) => shard.tickets.borrow_mut().complete(id),
                     Waiter::Registration(id) => shard.registration_flushed(id),
+                    Waiter::Confirm(ack) => shard.confirm(ack),
                 }
             }
         }

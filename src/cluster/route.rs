@@ -15,7 +15,7 @@ use crate::shard::ack::Ack;
 use crate::shard::close::CloseReason;
 use crate::shard::conns::ConnRef;
 use crate::shard::directory::owner_of;
-use crate::shard::mesh::Attached;
+use crate::shard::mesh::{Attached, ShardMsg};
 use crate::shard::sequencer::{Joined, Recovery, Refusal};
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -71,10 +71,26 @@ impl Shard {
         self.tickets.borrow_mut().fail(id, error.reason());
     }
 
+    /// Fails the ticket `ack` is a share of, on whichever shard holds it.
+    pub fn fail_share(&self, ack: Ack, error: BusError) {
+        if ack.shard as usize == self.id {
+            self.bus_refused(ack.id, error);
+        } else {
+            self.stats.borrow_mut().bus_pushes_failed += 1;
+            self.send(ack.shard as usize, ShardMsg::Failed { id: ack.id, why: error.reason() });
+        }
+    }
+
     // ---- the API side ----
 
+    /// A room push: to its sequencer over the mesh when that is on this node
+    /// (no bus round trip to ask), else over the bus.
     pub fn bus_push_room(&self, room: &str, frame: &Bytes, ack: Ack) {
         let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return };
+        if bus.node_id == node {
+            let msg = ShardMsg::Sequence { room: Arc::from(room), frame: frame.clone(), ack };
+            return self.send(shard, msg);
+        }
         let msg = BusMsg::Sequence { ticket: ack.id, room, frame };
         match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
             Ok(()) => {
@@ -111,6 +127,9 @@ impl Shard {
 
     pub fn bus_query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
         let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return };
+        if bus.node_id == node {
+            return self.send(shard, ShardMsg::History { room: Arc::from(room), since, limit, ack });
+        }
         let msg = BusMsg::History { ticket: ack.id, room, since, limit };
         match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
             Ok(()) => {
@@ -211,6 +230,7 @@ impl Shard {
             match waiter {
                 Waiter::Ticket(id) => self.bus_refused(id, BusError::Down),
                 Waiter::Registration(id) => self.registration_flushed(id),
+                Waiter::Confirm(ack) => self.fail_share(ack, BusError::Down),
             }
         }
         for id in remote {
@@ -294,6 +314,28 @@ impl Shard {
                 self.deliver_all(op, Bytes::copy_from_slice(frame), conns_per_s);
             }
             BusMsg::Report(report) => self.on_report(&report),
+        }
+    }
+
+    /// A room push from an API shard of this node (over the mesh): number
+    /// it and publish it on the room's subject; the ack goes back once the
+    /// server's PONG shows it processed the publish, so the reply is the
+    /// ordering point as with any cluster push.
+    pub fn bus_sequence_local(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
+        let Some(bus) = &self.bus else { return };
+        let now_ms = self.coarse_ms();
+        let (offset, epoch) = {
+            let mut sequencer = self.sequencer.borrow_mut();
+            let (offset, _) = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
+            self.note_history(&sequencer);
+            (offset, sequencer.epoch_of(&room).unwrap_or_else(|| Arc::from("")))
+        };
+        self.stats.borrow_mut().pushes_sequenced += 1;
+        let result = bus
+            .publish(&bus.subjects.room(&room), None, &BusMsg::Room { epoch: &epoch, offset, frame: &frame })
+            .and_then(|()| bus.flush(Waiter::Confirm(ack)));
+        if let Err(e) = result {
+            self.fail_share(ack, e);
         }
     }
 

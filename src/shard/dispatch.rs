@@ -81,6 +81,7 @@ impl Shard {
                 }
             }
             ShardMsg::Page { id, weight, page } => self.tickets.borrow_mut().credit(id, weight, Some(page)),
+            ShardMsg::Failed { id, why } => self.tickets.borrow_mut().fail(id, why),
             ShardMsg::Attach { room, conn, attach_seq, recover } => self.attach(room, conn, attach_seq, recover),
             ShardMsg::Attached(attached) => self.on_attached(*attached),
             ShardMsg::Detach { room } => self.sequencer.borrow_mut().detach(&room),
@@ -130,6 +131,9 @@ impl Shard {
     /// every shard (this one included) over the FIFO mesh, each returning
     /// its share of `ack` once applied.
     fn sequence_room(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
+        if self.bus.is_some() {
+            return self.bus_sequence_local(room, frame, ack);
+        }
         let now_ms = self.coarse_ms();
         let (offset, new_epoch) = {
             let mut sequencer = self.sequencer.borrow_mut();

@@ -134,6 +134,12 @@ pub enum ShardMsg {
         delta: i32,
     },
     Online(Box<OnlineReport>),
+    /// The ticket `id` of this shard failed elsewhere (cluster: the bus
+    /// could not take its push).
+    Failed {
+        id: u64,
+        why: &'static str,
+    },
 }
 
 /// The sequencer's answer to `Attach`.
