@@ -218,7 +218,7 @@ fi
 want cost || exit 0
 echo "### Cost of clustering (one node, 1 room x 1,000 members, shards = 1)"
 echo
-echo "Each round runs the same fan-out on a fresh node without and with [cluster] (nats-server on loopback): at a fixed 4,000 pushes/s (4 M deliveries/s, which both sustain: the same work, so CPU per delivery compares), and saturated (8 publishers x 16 pipelined, a closed loop: the cluster's longer reply path leaves fewer pushes in flight per pass, so fewer frames per write)."
+echo "Each round runs the same fan-out on a fresh node without and with [cluster] (nats-server on loopback): at a fixed 4,000 pushes/s (4 M deliveries/s: both must sustain it; on a 2-CPU machine it fills a core either way), and saturated (8 publishers x 16 pipelined, a closed loop: the cluster's longer reply path leaves fewer pushes in flight per pass, so fewer frames per write)."
 echo
 echo "| round | load | without: deliveries / node CPU-s | with: / node CPU-s | with: / node + nats-server CPU-s | ratio (node) |"
 echo "|---|---|---|---|---|---|"
