@@ -26,13 +26,21 @@ pub enum SlowConsumerPolicy {
 pub struct ServerSection {
     pub shards: usize,
     pub log_level: String,
+    /// "text" or "json" (one object per line: ts, level, shard, message, fields).
+    pub log_format: String,
     pub online_sync_ms: u64,
     pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        ServerSection { shards: 0, log_level: "warn".into(), online_sync_ms: 500, shutdown_grace_ms: 2000 }
+        ServerSection {
+            shards: 0,
+            log_level: "warn".into(),
+            log_format: "text".into(),
+            online_sync_ms: 500,
+            shutdown_grace_ms: 2000,
+        }
     }
 }
 
@@ -362,6 +370,10 @@ impl Config {
             "cluster.node_timeout_ms must be more than cluster.report_ms",
         )?;
         check(cluster.bus_outbound_bytes_max >= 1 << 20, "cluster.bus_outbound_bytes_max must be at least 1048576")?;
+        check(
+            matches!(self.server.log_format.as_str(), "text" | "json"),
+            "server.log_format must be \"text\" or \"json\"",
+        )?;
         crate::log::Level::parse(&self.server.log_level)
             .ok_or_else(|| format!("bad config: unknown log level {:?}", self.server.log_level))?;
         Ok(())

@@ -1,4 +1,7 @@
-//! corecast: a goim-compatible push server, thread-per-core on io_uring.
+//! corecast: a goim-compatible push server, thread-per-core on glommio.
+//! Client sockets sit in each shard's epoll set (`shard::poller`: a
+//! connection is state, not an io_uring source and a task); the HTTP API,
+//! the shard mesh and the cluster bus use glommio's io_uring rings.
 //!
 //! # Layout
 //!
@@ -33,6 +36,7 @@
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod latency;
 pub mod log;
 pub mod metrics;
 pub mod protocol;

@@ -1,4 +1,8 @@
-//! Leveled logging to stderr. Quiet by default (warn and above).
+//! Leveled logging to stderr. Quiet by default (warn and above). Lines are
+//! text (`ts LEVEL message`) or, with `server.log_format = "json"`, one JSON
+//! object per line for log shippers: `ts` (Unix seconds), `level`, `shard`
+//! (null off the shards), `message` and `fields` (the call site, and how
+//! many lines like it the rate limit kept back).
 //!
 //! Owns: the process-wide log level and the rate limit of log lines: each
 //! call site writes at most `LINES_PER_SITE_PER_S` lines a second on each
@@ -10,7 +14,7 @@
 //! syscall).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -90,6 +94,17 @@ impl Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// `server.log_format`: "text" (the default) or "json".
+pub fn set_format(format: &str) -> Result<(), String> {
+    match format {
+        "text" => JSON.store(false, Ordering::Relaxed),
+        "json" => JSON.store(true, Ordering::Relaxed),
+        other => return Err(format!("unknown log format {other:?} (text or json)")),
+    }
+    Ok(())
+}
 
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
@@ -101,15 +116,61 @@ pub fn enabled(level: Level) -> bool {
 
 /// Writes one line; use the `log_*!` macros instead. `suppressed`: lines
 /// of the same call site the rate limit kept back since the last one.
-pub fn write(level: Level, args: std::fmt::Arguments, suppressed: u64) {
+pub fn write(level: Level, args: std::fmt::Arguments, suppressed: u64, site: (&str, u32)) {
     use std::io::Write;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut line = format!("{}.{:03} {} {}", now.as_secs(), now.subsec_millis(), level.name(), args);
-    if suppressed > 0 {
-        line.push_str(&format!(" ({suppressed} more like this suppressed)"));
-    }
+    let mut line = if JSON.load(Ordering::Relaxed) {
+        json_line(now, level, &args.to_string(), suppressed, site)
+    } else {
+        let mut line = format!("{}.{:03} {} {}", now.as_secs(), now.subsec_millis(), level.name(), args);
+        if suppressed > 0 {
+            line.push_str(&format!(" ({suppressed} more like this suppressed)"));
+        }
+        line
+    };
     line.push('\n');
     let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// The shard whose thread this is (executor threads are named `shard-N`,
+/// which glommio may suffix with its own `-id`).
+fn shard_of_thread() -> Option<usize> {
+    let rest = std::thread::current().name()?.strip_prefix("shard-")?.to_string();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn json_line(now: std::time::Duration, level: Level, message: &str, suppressed: u64, site: (&str, u32)) -> String {
+    let mut line = format!(
+        "{{\"ts\":{}.{:03},\"level\":\"{}\",\"shard\":",
+        now.as_secs(),
+        now.subsec_millis(),
+        level.name().to_ascii_lowercase()
+    );
+    match shard_of_thread() {
+        Some(shard) => line.push_str(&shard.to_string()),
+        None => line.push_str("null"),
+    }
+    line.push_str(",\"message\":");
+    json_string(&mut line, message);
+    line.push_str(",\"fields\":{\"site\":");
+    json_string(&mut line, &format!("{}:{}", site.0, site.1));
+    line.push_str(&format!(",\"suppressed\":{suppressed}}}}}"));
+    line
+}
+
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[macro_export]
@@ -121,7 +182,7 @@ macro_rules! log_at {
             }
             // A thread being torn down has no limiter left: write.
             if let Some(suppressed) = SITE.try_with(|site| site.admit()).unwrap_or(Some(0)) {
-                $crate::log::write($level, format_args!($($arg)*), suppressed);
+                $crate::log::write($level, format_args!($($arg)*), suppressed, (module_path!(), line!()));
             }
         }
     };
@@ -138,6 +199,15 @@ macro_rules! log_debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_escape_the_message_and_name_the_site() {
+        let line = json_line(std::time::Duration::from_millis(1500), Level::Warn, "a \"b\"\n\u{1}", 2, ("m::n", 7));
+        assert_eq!(
+            line,
+            r#"{"ts":1.500,"level":"warn","shard":null,"message":"a \"b\"\n\u0001","fields":{"site":"m::n:7","suppressed":2}}"#
+        );
+    }
 
     #[test]
     fn a_site_writes_a_few_lines_a_second_and_counts_the_rest() {

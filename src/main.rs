@@ -1,12 +1,21 @@
 //! `corecast [--config PATH]`: load the config, run the shards, exit 0 on
-//! SIGTERM/SIGINT.
+//! SIGTERM/SIGINT. `--check-config PATH` validates a file and exits;
+//! `--version` and `--help` print and exit.
 
 use corecast::config::Config;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: corecast [--config PATH]   (default: configs/corecast.toml)";
+const USAGE: &str = "\
+usage: corecast [flags]
+
+  -c, --config PATH        run with this config (default: configs/corecast.toml)
+      --check-config PATH  validate PATH (types, unknown keys, ranges) and exit 0 or 1
+  -V, --version            print the version and git commit, and exit
+  -h, --help               print this help, and exit
+
+Every config key is listed with its default in configs/corecast.toml (README: Configuration).";
 
 fn main() -> ExitCode {
     let mut path = PathBuf::from("configs/corecast.toml");
@@ -22,8 +31,21 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "--version" | "-V" => {
-                println!("corecast {}", env!("CARGO_PKG_VERSION"));
+                println!("corecast {} (commit {})", env!("CARGO_PKG_VERSION"), env!("CORECAST_GIT_COMMIT"));
                 return ExitCode::SUCCESS;
+            }
+            "--check-config" => {
+                let Some(value) = args.next() else { return usage_error("--check-config needs a path") };
+                return match Config::load(std::path::Path::new(&value)) {
+                    Ok(_) => {
+                        println!("corecast: {value}: ok");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("corecast: {value}: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
             other => return usage_error(&format!("unknown argument {other:?}")),
         }
@@ -37,6 +59,10 @@ fn main() -> ExitCode {
     };
     if let Some(level) = corecast::log::Level::parse(&config.server.log_level) {
         corecast::log::set_level(level);
+    }
+    if let Err(e) = corecast::log::set_format(&config.server.log_format) {
+        eprintln!("corecast: {e}");
+        return ExitCode::from(2);
     }
     let result = corecast::shard::runtime::run(config, |bound| {
         // The one line on stdout: tests and scripts wait for it.

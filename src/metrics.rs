@@ -6,13 +6,136 @@
 //! most `online_sync_ms` old. Must never: be incremented per frame inside a
 //! loop when a total can be added once.
 
+use crate::latency::Latency;
 use crate::shard::close::CloseReason;
 use crate::shard::sequencer::Refusal;
 use std::fmt::Write;
 
+/// The API endpoints, as the `endpoint` label names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    PushKeys,
+    PushMids,
+    PushRoom,
+    PushAll,
+    RoomHistory,
+    OnlineTop,
+    OnlineRoom,
+    OnlineTotal,
+    NodesWeighted,
+    NodesInstances,
+    Metrics,
+    Healthz,
+    Readyz,
+    Demo,
+    Other,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 15] = [
+        Endpoint::PushKeys,
+        Endpoint::PushMids,
+        Endpoint::PushRoom,
+        Endpoint::PushAll,
+        Endpoint::RoomHistory,
+        Endpoint::OnlineTop,
+        Endpoint::OnlineRoom,
+        Endpoint::OnlineTotal,
+        Endpoint::NodesWeighted,
+        Endpoint::NodesInstances,
+        Endpoint::Metrics,
+        Endpoint::Healthz,
+        Endpoint::Readyz,
+        Endpoint::Demo,
+        Endpoint::Other,
+    ];
+
+    /// The endpoint of a request path.
+    pub fn of(path: &[u8]) -> Endpoint {
+        match path {
+            b"/goim/push/keys" => Endpoint::PushKeys,
+            b"/goim/push/mids" => Endpoint::PushMids,
+            b"/goim/push/room" => Endpoint::PushRoom,
+            b"/goim/push/all" => Endpoint::PushAll,
+            b"/goim/room/history" => Endpoint::RoomHistory,
+            b"/goim/online/top" => Endpoint::OnlineTop,
+            b"/goim/online/room" => Endpoint::OnlineRoom,
+            b"/goim/online/total" => Endpoint::OnlineTotal,
+            b"/goim/nodes/weighted" => Endpoint::NodesWeighted,
+            b"/goim/nodes/instances" | b"/nodes/instances" => Endpoint::NodesInstances,
+            b"/metrics" => Endpoint::Metrics,
+            b"/healthz" => Endpoint::Healthz,
+            b"/readyz" => Endpoint::Readyz,
+            p if p.starts_with(b"/demo") => Endpoint::Demo,
+            _ => Endpoint::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::PushKeys => "push_keys",
+            Endpoint::PushMids => "push_mids",
+            Endpoint::PushRoom => "push_room",
+            Endpoint::PushAll => "push_all",
+            Endpoint::RoomHistory => "room_history",
+            Endpoint::OnlineTop => "online_top",
+            Endpoint::OnlineRoom => "online_room",
+            Endpoint::OnlineTotal => "online_total",
+            Endpoint::NodesWeighted => "nodes_weighted",
+            Endpoint::NodesInstances => "nodes_instances",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Healthz => "healthz",
+            Endpoint::Readyz => "readyz",
+            Endpoint::Demo => "demo",
+            Endpoint::Other => "other",
+        }
+    }
+}
+
+/// Result codes of the `code` label: goim's envelope code for JSON replies,
+/// the HTTP status for the others.
+pub const API_CODES: [&str; 8] = ["0", "-400", "-500", "200", "404", "408", "503", "other"];
+
+/// The `code` label index of a reply.
+pub fn api_code_index(status: u16, body: &str) -> usize {
+    let label = match body.strip_prefix("{\"code\":") {
+        Some(rest) => rest.split(',').next().unwrap_or(""),
+        None => match status {
+            200 => "200",
+            404 => "404",
+            408 => "408",
+            503 => "503",
+            _ => "other",
+        },
+    };
+    API_CODES.iter().position(|c| *c == label).unwrap_or(API_CODES.len() - 1)
+}
+
+/// Push kinds (`kind` label).
+pub const PUSH_KINDS: [&str; 4] = ["keys", "mids", "room", "all"];
+/// Client transports (`transport` label).
+pub const TRANSPORTS: [&str; 3] = ["tcp", "ws", "wss"];
+
 /// Counters of one shard.
 #[derive(Default, Debug, Clone)]
 pub struct Stats {
+    /// API replies, by endpoint and `API_CODES` index.
+    pub api_requests: [[u64; API_CODES.len()]; Endpoint::ALL.len()],
+    /// API request latency (request whole to reply written), by endpoint.
+    pub api_latency: [Latency; Endpoint::ALL.len()],
+    /// Pushes the API accepted, by `PUSH_KINDS` index.
+    pub pushes: [u64; PUSH_KINDS.len()],
+    /// Push frames queued to connections, by `TRANSPORTS` index.
+    pub deliveries: [u64; TRANSPORTS.len()],
+    /// Bytes handed to client sockets (plaintext for WSS), by `TRANSPORTS` index.
+    pub bytes_written: [u64; TRANSPORTS.len()],
+    /// Push latency: API request whole to the bytes handed to every member's
+    /// socket (one observation per push per shard; see `Shard::note_delivered`).
+    pub delivery_latency: Latency,
+    /// Gauge: this shard's client connections.
+    pub shard_connections: u64,
+    /// Gauge: bytes queued in this shard's outboxes.
+    pub shard_outbox_bytes: u64,
     /// Client connections accepted.
     pub accepted: u64,
     /// Client connections refused at `connections_per_shard_max`.
@@ -56,6 +179,26 @@ pub struct Stats {
 
 impl Stats {
     pub fn add(&mut self, other: &Stats) {
+        for (mine, theirs) in self.api_requests.iter_mut().zip(other.api_requests.iter()) {
+            for (total, count) in mine.iter_mut().zip(theirs.iter()) {
+                *total += count;
+            }
+        }
+        for (mine, theirs) in self.api_latency.iter_mut().zip(other.api_latency.iter()) {
+            mine.add(theirs);
+        }
+        for (total, count) in self.pushes.iter_mut().zip(other.pushes.iter()) {
+            *total += count;
+        }
+        for (total, count) in self.deliveries.iter_mut().zip(other.deliveries.iter()) {
+            *total += count;
+        }
+        for (total, count) in self.bytes_written.iter_mut().zip(other.bytes_written.iter()) {
+            *total += count;
+        }
+        self.delivery_latency.add(&other.delivery_latency);
+        self.shard_connections += other.shard_connections;
+        self.shard_outbox_bytes += other.shard_outbox_bytes;
         self.accepted += other.accepted;
         self.refused_full += other.refused_full;
         for (total, count) in self.closed.iter_mut().zip(other.closed.iter()) {
@@ -210,7 +353,82 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "Client connections closed, by reason.",
         CloseReason::ALL.iter().map(|r| (r.name(), stats.closed[r.index()])),
     );
+    by_label(
+        &mut out,
+        "corecast_pushes_total",
+        "Pushes the API accepted, by kind.",
+        "kind",
+        PUSH_KINDS.iter().zip(stats.pushes.iter()).map(|(k, v)| (*k, *v)),
+    );
+    by_label(
+        &mut out,
+        "corecast_deliveries_total",
+        "Push frames queued to client connections, by transport.",
+        "transport",
+        TRANSPORTS.iter().zip(stats.deliveries.iter()).map(|(k, v)| (*k, *v)),
+    );
+    by_label(
+        &mut out,
+        "corecast_written_bytes_total",
+        "Bytes handed to client sockets (plaintext for WSS), by transport.",
+        "transport",
+        TRANSPORTS.iter().zip(stats.bytes_written.iter()).map(|(k, v)| (*k, *v)),
+    );
+    let _ = write!(
+        out,
+        "# HELP corecast_api_requests_total API requests answered, by endpoint and result code (goim's code for JSON replies, else the HTTP status).\n# TYPE corecast_api_requests_total counter\n"
+    );
+    for endpoint in Endpoint::ALL {
+        for (code, count) in API_CODES.iter().zip(stats.api_requests[endpoint as usize].iter()) {
+            if *count > 0 {
+                let _ = writeln!(
+                    out,
+                    "corecast_api_requests_total{{endpoint=\"{}\",code=\"{code}\"}} {count}",
+                    endpoint.name()
+                );
+            }
+        }
+    }
+    let _ = write!(
+        out,
+        "# HELP corecast_api_request_duration_seconds API request latency, request whole to reply written, by endpoint.\n# TYPE corecast_api_request_duration_seconds summary\n"
+    );
+    for endpoint in Endpoint::ALL {
+        let latency = &stats.api_latency[endpoint as usize];
+        if latency.count() > 0 {
+            latency.render(
+                &mut out,
+                "corecast_api_request_duration_seconds",
+                &format!("endpoint=\"{}\"", endpoint.name()),
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "# HELP corecast_push_delivery_seconds Push latency: API request whole to its bytes handed to every member's socket (one observation per push per shard).\n# TYPE corecast_push_delivery_seconds summary\n"
+    );
+    stats.delivery_latency.render(&mut out, "corecast_push_delivery_seconds", "");
     out
+}
+
+/// Per-shard gauges, one series per shard (skew between shards matters).
+pub fn render_per_shard(out: &mut String, shards: &[Stats]) {
+    let _ = write!(out, "# HELP corecast_shard_connections Client connections on each shard.\n# TYPE corecast_shard_connections gauge\n");
+    for (shard, stats) in shards.iter().enumerate() {
+        let _ = writeln!(out, "corecast_shard_connections{{shard=\"{shard}\"}} {}", stats.shard_connections);
+    }
+    let _ = write!(out, "# HELP corecast_shard_outbox_bytes Bytes queued in each shard's outboxes.\n# TYPE corecast_shard_outbox_bytes gauge\n");
+    for (shard, stats) in shards.iter().enumerate() {
+        let _ = writeln!(out, "corecast_shard_outbox_bytes{{shard=\"{shard}\"}} {}", stats.shard_outbox_bytes);
+    }
+}
+
+/// A counter with one series per value of `label`.
+fn by_label<'a>(out: &mut String, name: &str, help: &str, label: &str, series: impl Iterator<Item = (&'a str, u64)>) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+    for (value, count) in series {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+    }
 }
 
 /// A counter with one series per `reason` label.

@@ -132,7 +132,7 @@ def check(name):
             return "mismatch"
 print(check("a.test"), check("b.test"), check("c.test"))
 "#;
-    let output = Command::new("python3")
+    let output = Command::new(common::python())
         .arg("-c")
         .arg(script)
         .arg(wss.ip().to_string())

@@ -188,6 +188,16 @@ fn query_of(shard: &Shard, raw_query: &[u8]) -> Result<Query, String> {
 /// local reads are answered from this shard's state now.
 pub fn start(shard: &Rc<Shard>, request: Request, method: Method, target: &[u8], body: &[u8]) -> Handled {
     let ticket = || Shard::open_ticket(shard);
+    let kind = match &request {
+        Request::Keys { .. } => Some(0),
+        Request::Mids { .. } => Some(1),
+        Request::Room { .. } => Some(2),
+        Request::All { .. } => Some(3),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        shard.stats.borrow_mut().pushes[kind] += 1;
+    }
     match request {
         Request::Keys { keys, op } => {
             let (ack, wait) = ticket();
@@ -234,6 +244,8 @@ fn answer(shard: &Shard, method: Method, path: &[u8], query: &Query) -> Reply {
         (Method::Get, b"/goim/nodes/weighted") => Ok(nodes_weighted(shard, query)),
         (Method::Get, b"/goim/nodes/instances" | b"/nodes/instances") => Ok(nodes_instances(shard)),
         (Method::Get, b"/metrics") => return metrics(shard),
+        (Method::Get, b"/healthz") => return text(200, "OK", "ok\n"),
+        (Method::Get, b"/readyz") => return readiness(shard),
         (Method::Get, _) if shard.config.demo.enabled && path.starts_with(b"/demo") => {
             return match super::demo::file(path) {
                 Some((content_type, body)) => Reply { status: 200, reason: "OK", content_type, body: body.into() },
@@ -527,11 +539,43 @@ fn nodes_instances(shard: &Shard) -> Reply {
     Reply::ok(Some(&data))
 }
 
+fn text(status: u16, reason: &'static str, body: &str) -> Reply {
+    Reply { status, reason, content_type: "text/plain; charset=utf-8", body: body.into() }
+}
+
+/// GET /readyz: 200 once every shard serves; 503 while the process drains
+/// after SIGTERM, and, in a cluster, while any shard of this node has no
+/// bus (its pushes would be answered -500). Off goim's paths.
+fn readiness(shard: &Shard) -> Reply {
+    use crate::shard::runtime;
+    let bus_down = shard.bus.is_some() && {
+        let mut connected = shard.stats.borrow().bus_connected;
+        for (peer, stats) in shard.peer_stats.borrow().iter().enumerate() {
+            if peer != shard.id {
+                connected += stats.bus_connected;
+            }
+        }
+        connected < shard.shards as u64
+    };
+    if runtime::shutting_down() || shard.stopping.get() {
+        text(503, "Service Unavailable", "draining\n")
+    } else if !runtime::all_shards_serving() {
+        text(503, "Service Unavailable", "starting\n")
+    } else if bus_down {
+        text(503, "Service Unavailable", "cluster bus down\n")
+    } else {
+        text(200, "OK", "ready\n")
+    }
+}
+
 /// GET /metrics: every shard's counters (others' as of their last report).
 fn metrics(shard: &Shard) -> Reply {
     shard.note_bus_stats();
+    shard.note_shard_gauges();
     let mut stats = shard.stats.borrow().clone();
-    for (peer, peer_stats) in shard.peer_stats.borrow().iter().enumerate() {
+    let mut per_shard = shard.peer_stats.borrow().clone();
+    per_shard[shard.id] = stats.clone();
+    for (peer, peer_stats) in per_shard.iter().enumerate() {
         if peer != shard.id {
             stats.add(peer_stats);
         }
@@ -543,7 +587,11 @@ fn metrics(shard: &Shard) -> Reply {
         status: 200,
         reason: "OK",
         content_type: "text/plain; version=0.0.4",
-        body: crate::metrics::render(&stats, &gauges),
+        body: {
+            let mut body = crate::metrics::render(&stats, &gauges);
+            crate::metrics::render_per_shard(&mut body, &per_shard);
+            body
+        },
     }
 }
 

@@ -11,6 +11,7 @@
 
 use super::api::{self, Handled};
 use super::parser::{self, BodyFraming, HttpError};
+use crate::metrics::Endpoint;
 use crate::shard::Shard;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -156,21 +157,35 @@ async fn read_into(stream: &mut TcpStream, input: &mut Vec<u8>) -> std::io::Resu
 /// for their replies (each holds a ticket and a reply slot).
 const IN_FLIGHT_MAX: usize = 1024;
 
-/// Replies in request order: ready ones, and ones waiting for their pushes.
-#[derive(Default)]
+/// Replies in request order: ready ones, and ones waiting for their pushes
+/// (each with whether to close after it, its endpoint and when it started).
 struct InFlight {
+    shard: Rc<Shard>,
     class: Option<api::Class>,
-    replies: Vec<(Handled, bool)>,
+    replies: Vec<(Handled, bool, Endpoint, Instant)>,
 }
 
 impl InFlight {
+    fn new(shard: &Rc<Shard>) -> InFlight {
+        InFlight { shard: shard.clone(), class: None, replies: Vec::new() }
+    }
+
+    /// Counts a reply by endpoint and code, and records its latency.
+    fn note(&self, endpoint: Endpoint, started: Instant, reply: &api::Reply) {
+        let mut stats = self.shard.stats.borrow_mut();
+        let code = crate::metrics::api_code_index(reply.status, &reply.body);
+        stats.api_requests[endpoint as usize][code] += 1;
+        stats.api_latency[endpoint as usize].record_us(started.elapsed().as_micros() as u64);
+    }
+
     /// Waits for every reply and appends them to `output`, in request order.
     /// One deadline for them all, on one timer made only when some reply is
     /// not ready yet: a fault costs one timeout, not one each, and replies
     /// confirmed already cost no timer at all.
     async fn drain(&mut self, output: &mut Vec<u8>) {
         let mut timer: Option<glommio::timer::Timer> = None;
-        for (handled, close) in self.replies.drain(..) {
+        let replies = std::mem::take(&mut self.replies);
+        for (handled, close, endpoint, started) in replies {
             let reply = match handled {
                 Handled::Now(reply) => reply,
                 Handled::Later(wait) => match wait.ready() {
@@ -188,6 +203,7 @@ impl InFlight {
                     }
                 },
             };
+            self.note(endpoint, started, &reply);
             api::write_reply(output, &reply, close);
         }
         self.class = None;
@@ -208,7 +224,7 @@ async fn answer_complete_requests(
     let limits = &shard.config.limits;
     let mut pos = 0;
     let mut chunked_body = Vec::new();
-    let mut in_flight = InFlight::default();
+    let mut in_flight = InFlight::new(shard);
     let next = loop {
         if pos == input.len() {
             break Next::ReadMore;
@@ -254,6 +270,8 @@ async fn answer_complete_requests(
             }
         };
         let target = &input[pos + head.target_start..pos + head.target_end];
+        let started = Instant::now();
+        let endpoint = Endpoint::of(target.split(|b| *b == b'?').next().unwrap_or_default());
         let request = api::parse(shard, head.method, target);
         let class = request.class(shard);
         if in_flight.class.is_some_and(|c| c != class) || in_flight.replies.len() >= IN_FLIGHT_MAX {
@@ -262,7 +280,7 @@ async fn answer_complete_requests(
         let body = if chunked { &chunked_body[body_range] } else { &input[body_range] };
         let handled = api::start(shard, request, head.method, target, body);
         in_flight.class = Some(class);
-        in_flight.replies.push((handled, !head.keep_alive));
+        in_flight.replies.push((handled, !head.keep_alive, endpoint, started));
         if class == api::Class::Read {
             // Reads are answered one by one, so `OUTPUT_BYTES_MAX` bounds what
             // a pipelining client makes us buffer (a history page can be

@@ -37,6 +37,9 @@ pub struct Ack {
     pub shard: u16,
     pub id: u64,
     pub weight: u64,
+    /// When the API request was whole (`latency::now_us`): the shards that
+    /// deliver the push time it from here.
+    pub started_us: u64,
 }
 
 impl Ack {
@@ -232,7 +235,7 @@ mod tests {
 
     #[test]
     fn split_shares_add_up_whatever_the_path() {
-        let root = Ack { shard: 0, id: 1, weight: FULL_WEIGHT };
+        let root = Ack { shard: 0, id: 1, weight: FULL_WEIGHT, started_us: 0 };
         let mut returned = 0u64;
         for first in root.split(3) {
             for second in first.split(7) {
@@ -246,7 +249,7 @@ mod tests {
     fn a_ticket_completes_only_when_all_weight_is_back() {
         let mut tickets = Tickets::default();
         let id = tickets.open();
-        let parts: Vec<Ack> = Ack { shard: 0, id, weight: FULL_WEIGHT }.split(2).collect();
+        let parts: Vec<Ack> = Ack { shard: 0, id, weight: FULL_WEIGHT, started_us: 0 }.split(2).collect();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         tickets.credit(id, parts[1].weight, None);
@@ -264,7 +267,7 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let failed = tickets.open();
-        let half: Vec<Ack> = Ack { shard: 0, id: failed, weight: FULL_WEIGHT }.split(2).collect();
+        let half: Vec<Ack> = Ack { shard: 0, id: failed, weight: FULL_WEIGHT, started_us: 0 }.split(2).collect();
         tickets.credit(failed, half[0].weight, None);
         tickets.fail(failed, "bus down");
         tickets.credit(failed, half[1].weight, None);

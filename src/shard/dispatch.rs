@@ -49,10 +49,15 @@ impl Shard {
                 if let Some(epoch) = new_epoch {
                     self.announce_epoch(&room, &epoch, 0);
                 }
-                self.deliver_room(&room, offset, frame);
+                if self.deliver_room(&room, offset, frame) {
+                    self.note_delivered(ack.started_us);
+                }
                 self.confirm(ack);
             }
             ShardMsg::All { op, frame, conns_per_s, ack } => {
+                if conns_per_s == 0 {
+                    self.note_delivered(ack.started_us);
+                }
                 self.deliver_all(op, frame, conns_per_s);
                 self.confirm(ack);
             }
@@ -71,6 +76,7 @@ impl Shard {
                 self.forward_to_conns(conns, op, frame, ack);
             }
             ShardMsg::Conns { conns, op, frame, ack } => {
+                self.note_delivered(ack.started_us);
                 self.deliver_conns(&conns, op, frame);
                 self.confirm(ack);
             }
@@ -167,6 +173,7 @@ impl Shard {
                 continue;
             }
             if shard == self.id {
+                self.note_delivered(ack.started_us);
                 self.deliver_conns(&conns, op, frame.clone());
             } else {
                 let ack = parts.next().expect("one part per remote shard");
@@ -193,10 +200,12 @@ impl Shard {
 
     /// Queues a room push for the next fan-out (batched with the room's
     /// other pushes of the same pass into one write per member).
-    fn deliver_room(&self, room: &str, offset: u32, frame: Bytes) {
-        if self.state.borrow_mut().rooms.push(room, offset, frame) {
+    fn deliver_room(&self, room: &str, offset: u32, frame: Bytes) -> bool {
+        let queued = self.state.borrow_mut().rooms.push(room, offset, frame);
+        if queued {
             self.flush.raise();
         }
+        queued
     }
 
     pub(crate) fn deliver_all(&self, op: i32, frame: Bytes, conns_per_s: u32) {

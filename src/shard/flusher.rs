@@ -23,6 +23,7 @@ pub async fn run(shard: Rc<Shard>) {
         // requests) queue its pushes first: they then share the writes.
         futures_lite::future::yield_now().await;
         shard.flush_pass();
+        shard.record_deliveries();
         shard.reap();
     }
 }
@@ -37,6 +38,7 @@ impl Shard {
             self.fan_out_rooms(state);
             let dirty = std::mem::take(&mut state.dirty);
             let mut writes = 0u64;
+            let mut written_by = [0u64; crate::metrics::TRANSPORTS.len()];
             for conn in dirty {
                 let Some(session) = state.conns.get_mut(conn) else {
                     continue;
@@ -48,7 +50,11 @@ impl Shard {
                     continue;
                 }
                 writes += 1;
-                match write_out(session) {
+                let transport = super::transport_of(session);
+                let mut written = 0;
+                let outcome = write_out(session, &mut written);
+                written_by[transport] += written;
+                match outcome {
                     WriteOutcome::Drained => {}
                     WriteOutcome::Blocked => {
                         session.write_blocked = true;
@@ -57,7 +63,12 @@ impl Shard {
                     WriteOutcome::Broken => state.close(conn, CloseReason::IoError),
                 }
             }
-            self.stats.borrow_mut().writes += writes;
+            let mut stats = self.stats.borrow_mut();
+            stats.writes += writes;
+            for (total, written) in stats.bytes_written.iter_mut().zip(written_by) {
+                *total += written;
+            }
+            drop(stats);
         }
         for (fd, conn) in blocked {
             super::poller::watch(self, fd, conn, true, libc::EPOLL_CTL_MOD);
@@ -78,9 +89,9 @@ pub enum WriteOutcome {
 
 /// Writes as much of the outbox as the kernel takes, one `sendmsg` per 64
 /// chunks (through TLS on the WSS port).
-pub fn write_out(session: &mut Session) -> WriteOutcome {
+pub fn write_out(session: &mut Session, written_bytes: &mut u64) -> WriteOutcome {
     if session.tls.is_some() {
-        return write_out_tls(session);
+        return write_out_tls(session, written_bytes);
     }
     let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
     loop {
@@ -91,6 +102,7 @@ pub fn write_out(session: &mut Session) -> WriteOutcome {
         let asked: usize = iovecs[..count].iter().map(|v| v.iov_len).sum();
         match send_vectored(session.fd, &iovecs[..count]) {
             Ok(written) => {
+                *written_bytes += written as u64;
                 session.outbox.consume(written);
                 if written < asked {
                     return WriteOutcome::Blocked;
@@ -105,7 +117,7 @@ pub fn write_out(session: &mut Session) -> WriteOutcome {
 
 /// The WSS path: plaintext from the outbox into rustls (unless the session
 /// is still held: then only handshake records go out), records to the socket.
-fn write_out_tls(session: &mut Session) -> WriteOutcome {
+fn write_out_tls(session: &mut Session, written_bytes: &mut u64) -> WriteOutcome {
     let Session { tls, outbox, held, fd, .. } = session;
     let Some(tls) = tls.as_mut() else { return WriteOutcome::Drained };
     loop {
@@ -115,6 +127,7 @@ fn write_out_tls(session: &mut Session) -> WriteOutcome {
                 if taken == 0 {
                     break;
                 }
+                *written_bytes += taken as u64;
                 outbox.consume(taken);
             }
         }

@@ -135,6 +135,9 @@ pub struct Shard {
     rng: Cell<u64>,
     /// This shard's end of the cluster bus; `None` on a single node.
     pub bus: Option<crate::cluster::bus::Bus>,
+    /// When pushes applied since the last flusher pass were started
+    /// (`Ack::started_us`), timed when that pass has written them.
+    pub delivery_samples: RefCell<Vec<u64>>,
 }
 
 /// Size of the shared read scratch: many small frames per read.
@@ -180,6 +183,7 @@ impl Shard {
             next_ack_id: Cell::new(1),
             rng: Cell::new(seed | 1),
             bus: None,
+            delivery_samples: RefCell::new(Vec::new()),
             config,
         }
     }
@@ -204,7 +208,8 @@ impl Shard {
     /// future that completes when all of it has come back.
     pub fn open_ticket(shard: &Rc<Shard>) -> (Ack, Wait) {
         let id = shard.tickets.borrow_mut().open();
-        (Ack { shard: shard.id as u16, id, weight: ack::FULL_WEIGHT }, Wait { shard: shard.clone(), id })
+        let started_us = crate::latency::now_us();
+        (Ack { shard: shard.id as u16, id, weight: ack::FULL_WEIGHT, started_us }, Wait { shard: shard.clone(), id })
     }
 
     /// Returns `ack` to its ticket: at once when it is this shard's, else
@@ -297,6 +302,32 @@ impl Shard {
         format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
     }
 
+    /// A push started at `started_us` was queued here: its delivery is timed
+    /// at the end of the flusher pass that writes it.
+    pub fn note_delivered(&self, started_us: u64) {
+        if started_us > 0 {
+            self.delivery_samples.borrow_mut().push(started_us);
+        }
+    }
+
+    /// Records the delivery latency of the pushes this pass wrote: one
+    /// observation per push per shard, at the moment every member's bytes
+    /// have been handed to its socket (or left queued behind a full one).
+    pub fn record_deliveries(&self) {
+        let mut samples = self.delivery_samples.borrow_mut();
+        if samples.is_empty() {
+            return;
+        }
+        let now_us = crate::latency::now_us();
+        let mut stats = self.stats.borrow_mut();
+        for started_us in samples.drain(..) {
+            stats.delivery_latency.record_us(now_us.saturating_sub(started_us));
+        }
+        if samples.capacity() > 4096 {
+            samples.shrink_to(4096);
+        }
+    }
+
     /// A random number in 0..n (0 when n is 0).
     pub fn random_below(&self, n: u64) -> u64 {
         if n == 0 {
@@ -357,6 +388,7 @@ impl Shard {
             return false;
         }
         let ws = session.ws.is_some();
+        let is_push = matches!(queueable, Queueable::Payload(_));
         let (chunk, frames) = match queueable {
             Queueable::Reply(reply) if ws => (Rc::new(websocket::reply_message(&reply)), 1),
             Queueable::Reply(reply) => (Rc::new(reply), 1),
@@ -365,8 +397,12 @@ impl Shard {
             Queueable::Raw(bytes) => (bytes, 0),
         };
         let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
+        let transport = transport_of(session);
         match session.outbox.push(chunk, bytes_max) {
             Queued::Ok => {
+                if is_push {
+                    self.stats.borrow_mut().deliveries[transport] += frames;
+                }
                 if !session.dirty {
                     session.dirty = true;
                     state.dirty.push(conn);
@@ -436,8 +472,20 @@ impl Shard {
     }
 
     /// Builds the online report and sends it to every other shard.
+    /// Copies this shard's connection count and queued outbox bytes into
+    /// its counters (one walk over the slab, at sync or scrape time).
+    pub fn note_shard_gauges(&self) {
+        let state = self.state.borrow();
+        let outbox_bytes: usize =
+            state.conns.refs().iter().filter_map(|c| state.conns.get(*c)).map(|s| s.outbox.queued_bytes()).sum();
+        let mut stats = self.stats.borrow_mut();
+        stats.shard_connections = state.conns.len() as u64;
+        stats.shard_outbox_bytes = outbox_bytes as u64;
+    }
+
     pub fn publish_online(&self) {
         self.note_bus_stats();
+        self.note_shard_gauges();
         let report = {
             let mut state = self.state.borrow_mut();
             let conns = state.conns.len() as u64;
@@ -479,6 +527,15 @@ impl Shard {
     /// Encodes a push frame once.
     pub fn push_frame(op: i32, body: &[u8]) -> Bytes {
         crate::protocol::frame::encode(crate::protocol::op::PUSH_VERSION, op, 0, body)
+    }
+}
+
+/// The `metrics::TRANSPORTS` index of a session: tcp, ws or wss.
+pub fn transport_of(session: &conns::Session) -> usize {
+    match (session.tls.is_some(), session.ws.is_some()) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 0,
     }
 }
 

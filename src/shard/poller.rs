@@ -355,7 +355,11 @@ fn write_blocked(shard: &Shard, conn: ConnRef) {
         if session.close_reason.is_some() || !session.write_blocked {
             return;
         }
-        match super::flusher::write_out(session) {
+        let transport = super::transport_of(session);
+        let mut written = 0;
+        let outcome = super::flusher::write_out(session, &mut written);
+        shard.stats.borrow_mut().bytes_written[transport] += written;
+        match outcome {
             WriteOutcome::Drained => {
                 session.write_blocked = false;
                 Some(session.fd)

@@ -23,6 +23,18 @@ use std::time::{Duration, Instant};
 
 /// Set once by the signal handler thread; each shard's ticker reads it.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// Set once every shard serves (before the ready line is printed).
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Whether every shard has started serving (for `/readyz`).
+pub fn all_shards_serving() -> bool {
+    SERVING.load(Ordering::Relaxed)
+}
+
+/// Whether SIGTERM or SIGINT has arrived (the process is draining).
+pub fn shutting_down() -> bool {
+    SHUTDOWN.load(Ordering::Relaxed)
+}
 
 /// How often a shard looks at the shutdown flag and the timer wheel.
 const TICK_MS: u64 = super::wheel::TICK_MS;
@@ -181,6 +193,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
     for _ in 0..shards {
         ready_rx.recv().map_err(|_| "a shard failed to start".to_string())?;
     }
+    SERVING.store(true, Ordering::Relaxed);
     on_ready(Bound { tcp, http, ws, wss });
     let watcher = std::thread::spawn(wait_for_signal);
     for handle in handles {

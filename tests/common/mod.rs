@@ -347,6 +347,17 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// The Python with the test tools (websockets, prometheus_client): the
+/// virtual environment scripts/install-test-deps.sh makes, else python3.
+pub fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-venv/bin/python3");
+    if std::path::Path::new(venv).exists() {
+        venv.to_string()
+    } else {
+        "python3".to_string()
+    }
+}
+
 /// Process-unique number for temporary directory names.
 fn next_id() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -207,7 +207,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Message, usize)> {
 /// library) against `ws_url`; `ca_file` verifies a WSS certificate.
 pub fn python_conformance(ws_url: &str, http: SocketAddr, ca_file: Option<&str>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_conformance.py");
-    let mut command = std::process::Command::new("python3");
+    let mut command = std::process::Command::new(super::python());
     command.arg(script).arg(ws_url).arg(format!("http://{http}"));
     if let Some(ca_file) = ca_file {
         command.arg(ca_file);
