@@ -100,6 +100,9 @@ pub struct Shard {
     /// Raised once at shutdown.
     pub stop: Signal,
     pub stopping: Cell<bool>,
+    /// SIGTERM arrived: no new client connections; queued pushes flush for
+    /// up to `shutdown_grace_ms`, then `begin_shutdown` (`runtime::drain`).
+    pub draining: Cell<bool>,
     pub stats: RefCell<Stats>,
     /// Every shard's counters as last reported (this shard's own entry is stale;
     /// use `stats` for it).
@@ -164,6 +167,7 @@ impl Shard {
             flush: Signal::default(),
             stop: Signal::default(),
             stopping: Cell::new(false),
+            draining: Cell::new(false),
             stats: RefCell::new(Stats::default()),
             peer_stats: RefCell::new(vec![Stats::default(); shards]),
             last_drop_log_s: Cell::new(0),
@@ -472,6 +476,32 @@ impl Shard {
     }
 
     /// Builds the online report and sends it to every other shard.
+    /// Bytes still to leave this shard for its clients: queued in outboxes,
+    /// or in room batches not yet fanned out (0 means drained).
+    pub fn unsent_bytes(&self) -> usize {
+        let state = self.state.borrow();
+        let pending_rooms = if state.rooms.has_pending() { 1 } else { 0 };
+        let queued: usize =
+            state.conns.refs().iter().filter_map(|c| state.conns.get(*c)).map(|s| s.outbox.queued_bytes()).sum();
+        queued + pending_rooms
+    }
+
+    /// Tells every WebSocket client the server is going away (close 1001),
+    /// behind what is queued for it.
+    pub fn say_going_away(&self) {
+        let frame = Rc::new(Bytes::from(crate::ws::frame::encode_close(
+            crate::ws::frame::CloseCode::GOING_AWAY.0,
+            "server shutting down",
+        )));
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        for conn in state.conns.refs() {
+            if state.conns.get(conn).is_some_and(|s| s.ws.is_some() && s.phase != conns::Phase::Handshake) {
+                self.enqueue_raw(state, conn, frame.clone());
+            }
+        }
+    }
+
     /// Copies this shard's connection count and queued outbox bytes into
     /// its counters (one walk over the slab, at sync or scrape time).
     pub fn note_shard_gauges(&self) {

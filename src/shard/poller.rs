@@ -105,7 +105,12 @@ pub fn watch(shard: &Shard, fd: RawFd, conn: ConnRef, writable: bool, op: libc::
 pub async fn run(shard: Rc<Shard>, listeners: Listeners) {
     let epoll_fd = shard.epoll_fd.get();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
+    let mut listening = true;
     while !shard.stopping.get() {
+        if listening && shard.draining.get() {
+            stop_listening(epoll_fd, listeners);
+            listening = false;
+        }
         // SAFETY: `events` has room for EVENTS_MAX entries.
         let ready = unsafe { libc::epoll_wait(epoll_fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
         if ready > 0 {
@@ -131,6 +136,21 @@ pub async fn run(shard: Rc<Shard>, listeners: Listeners) {
             shard.reap();
         } else if ready < 0 {
             glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Draining: the listeners leave the epoll set and stop listening (the
+/// kernel then refuses new connections to this shard, so clients retry
+/// another node at once instead of waiting in a queue nobody accepts).
+/// They are closed when the shard stops.
+fn stop_listening(epoll_fd: RawFd, listeners: Listeners) {
+    for fd in [Some(listeners.tcp), listeners.ws, listeners.wss].into_iter().flatten() {
+        // SAFETY: plain syscalls on fds this shard owns; a null event is
+        // allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(epoll_fd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut());
+            libc::shutdown(fd, libc::SHUT_RD);
         }
     }
 }

@@ -318,6 +318,27 @@ fn test_fault(id: usize) {
     }
 }
 
+/// Graceful drain, on SIGTERM or SIGINT: stop accepting client connections
+/// (the poller takes its listeners out), let what is queued for clients
+/// flush for up to `shutdown_grace_ms`, tell WebSocket clients 1001
+/// ("going away") behind it, then close everything (`begin_shutdown`). The
+/// API keeps answering meanwhile: `/readyz` says 503.
+async fn drain(shard: Rc<Shard>) {
+    let grace = Duration::from_millis(shard.config.server.shutdown_grace_ms);
+    let started = Instant::now();
+    while shard.unsent_bytes() > 0 && started.elapsed() < grace {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    shard.say_going_away();
+    shard.flush.raise();
+    // The close frames are small: a moment for them to leave, within the grace.
+    let farewell = Instant::now();
+    while shard.unsent_bytes() > 0 && started.elapsed() < grace && farewell.elapsed() < Duration::from_millis(200) {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shard.begin_shutdown();
+}
+
 /// Shutdown flag, idle deadlines and online reports, on one timer.
 async fn ticker(shard: Rc<Shard>) {
     let sync_every = Duration::from_millis(shard.config.server.online_sync_ms);
@@ -328,9 +349,11 @@ async fn ticker(shard: Rc<Shard>) {
     let mut last_report = Instant::now();
     loop {
         glommio::timer::sleep(tick).await;
-        if SHUTDOWN.load(Ordering::Relaxed) {
-            shard.begin_shutdown();
+        if shard.stopping.get() {
             return;
+        }
+        if SHUTDOWN.load(Ordering::Relaxed) && !shard.draining.replace(true) {
+            glommio::spawn_local(drain(shard.clone())).detach();
         }
         shard.tick_clock();
         expire_idle(&shard);

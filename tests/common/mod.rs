@@ -220,6 +220,25 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Waits for the process to exit by itself (after a signal the test
+    /// sent); panics if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("server already stopped");
+        match wait_timeout(&mut child, timeout) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("corecast did not exit within {timeout:?}\n--- stderr ---\n{}", self.stderr());
+            }
+        }
+    }
+
     /// A fresh goim TCP connection (not authenticated).
     pub fn connect(&self) -> Client {
         Client::connect(self.tcp)
@@ -507,6 +526,17 @@ impl Client {
     /// Connects (no auth).
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).expect("set TCP_NODELAY");
+        Client { stream, buf: Vec::new(), timeout: READ_TIMEOUT }
+    }
+
+    /// Connects with a small receive buffer (`rcvbuf_bytes`), so that what
+    /// it does not read stays queued in the server.
+    pub fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf_bytes: usize) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(rcvbuf_bytes).expect("SO_RCVBUF");
+        socket.connect(&addr.into()).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let stream: TcpStream = socket.into();
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         Client { stream, buf: Vec::new(), timeout: READ_TIMEOUT }
     }
