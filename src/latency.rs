@@ -16,6 +16,28 @@ pub fn now_us() -> u64 {
     BASE.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64 + 1
 }
 
+fn unix_now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A `now_us` stamp as Unix microseconds, for another process (a cluster
+/// node on another host adds its clock's offset). 0 stays 0 (not stamped).
+pub fn to_unix_us(started_us: u64) -> u64 {
+    if started_us == 0 {
+        return 0;
+    }
+    unix_now_us().saturating_sub(now_us().saturating_sub(started_us))
+}
+
+/// The `now_us` stamp of Unix microseconds from another process (at least 1;
+/// 0 stays 0).
+pub fn from_unix_us(unix_us: u64) -> u64 {
+    if unix_us == 0 {
+        return 0;
+    }
+    now_us().saturating_sub(unix_now_us().saturating_sub(unix_us)).max(1)
+}
+
 /// Quantiles on /metrics.
 pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 const HIGHEST_US: u64 = 60_000_000;

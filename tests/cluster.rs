@@ -56,6 +56,13 @@ fn every_push_kind_crosses_nodes_exactly_once() {
     for client in [&mut c1, &mut c2, &mut c3] {
         client.expect_nothing();
     }
+    // Pushes that crossed the bus are timed on the node that delivered them.
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            metric(&nodes[0].http("GET", "/metrics", b"").body_str(), "corecast_push_delivery_seconds_count") >= Some(5)
+        }),
+        "node 1 timed its 5 deliveries"
+    );
 }
 
 #[test]
@@ -366,6 +373,7 @@ fn room_message(epoch: &str, offset: u32, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(epoch.len() as u32).to_be_bytes());
     out.extend_from_slice(epoch.as_bytes());
     out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&0u64.to_be_bytes()); // not stamped (no delivery latency)
     out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
     out.extend_from_slice(&frame);
     out

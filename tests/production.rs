@@ -241,3 +241,39 @@ impl ServerConfigDefaults {
             .expect("shutdown_grace_ms in configs/corecast.toml")
     }
 }
+
+#[test]
+fn every_sysctl_setting_exists_here_and_says_why() {
+    let text = std::fs::read_to_string(format!("{ROOT}/deploy/sysctl/99-corecast.conf")).expect("sysctl file");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut settings = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("key = value: {line}"));
+        let key = key.trim();
+        assert!(!value.trim().is_empty(), "{key} has a value");
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        assert!(std::path::Path::new(&path).exists(), "{key} is a kernel setting ({path})");
+        // The comment block right above a group of settings says why.
+        let commented =
+            lines[..i].iter().rev().map(|l| l.trim()).take_while(|l| !l.is_empty()).any(|l| l.starts_with('#'));
+        assert!(commented, "{key} has a comment saying why");
+        settings += 1;
+    }
+    for needed in [
+        "fs.file-max",
+        "fs.nr_open",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.tcp_mem",
+        "net.ipv4.tcp_rmem",
+        "net.ipv4.tcp_wmem",
+    ] {
+        assert!(text.contains(&format!("{needed} =")), "{needed} is set");
+    }
+    assert!(settings >= 10);
+}

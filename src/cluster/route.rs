@@ -91,7 +91,8 @@ impl Shard {
             let msg = ShardMsg::Sequence { room: Arc::from(room), frame: frame.clone(), ack };
             return self.send(shard, msg);
         }
-        let msg = BusMsg::Sequence { ticket: ack.id, room, frame };
+        let started_unix_us = crate::latency::to_unix_us(ack.started_us);
+        let msg = BusMsg::Sequence { ticket: ack.id, started_unix_us, room, frame };
         match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
             Ok(()) => {
                 bus.remote.borrow_mut().insert(ack.id);
@@ -104,7 +105,7 @@ impl Shard {
     /// PING; the reply waits for the PONG.
     pub fn bus_push_direct(&self, subjects: impl Iterator<Item = String>, op: i32, frame: &Bytes, ack: Ack) {
         let Some(bus) = &self.bus else { return };
-        let msg = BusMsg::Direct { op, frame };
+        let msg = BusMsg::Direct { op, started_unix_us: crate::latency::to_unix_us(ack.started_us), frame };
         for subject in subjects {
             if let Err(e) = bus.publish(&subject, None, &msg) {
                 return self.bus_refused(ack.id, e);
@@ -118,7 +119,11 @@ impl Shard {
     pub fn bus_push_all(&self, op: i32, speed: u32, frame: &Bytes, ack: Ack) {
         let Some(bus) = &self.bus else { return };
         let result = bus
-            .publish(&bus.subjects.all(), None, &BusMsg::All { op, speed, frame })
+            .publish(
+                &bus.subjects.all(),
+                None,
+                &BusMsg::All { op, speed, started_unix_us: crate::latency::to_unix_us(ack.started_us), frame },
+            )
             .and_then(|()| bus.flush(Waiter::Ticket(ack.id)));
         if let Err(e) = result {
             self.bus_refused(ack.id, e);
@@ -255,7 +260,9 @@ impl Shard {
         };
         let reply = reply.and_then(|r| std::str::from_utf8(r).ok());
         match msg {
-            BusMsg::Sequence { ticket, room, frame } => self.bus_sequence(ticket, room, frame, reply),
+            BusMsg::Sequence { ticket, started_unix_us, room, frame } => {
+                self.bus_sequence(ticket, started_unix_us, room, frame, reply)
+            }
             BusMsg::Attach { token, room, recover, replay_bytes_max } => {
                 self.bus_attach(token, room, recover, replay_bytes_max as usize, reply)
             }
@@ -286,22 +293,24 @@ impl Shard {
             BusMsg::Attached { token, room, epoch, offset, recovery, replay } => {
                 self.bus_attached(token, room, epoch, offset, recovery, replay)
             }
-            BusMsg::Room { epoch, offset, frame } => {
+            BusMsg::Room { epoch, offset, started_unix_us, frame } => {
                 if let Target::Room(room) = target {
                     if !self.follow(&room, epoch, offset) {
                         return;
                     }
                     if self.state.borrow_mut().rooms.push(&room, offset, Bytes::copy_from_slice(frame)) {
+                        self.note_delivered(crate::latency::from_unix_us(started_unix_us));
                         self.flush.raise();
                     }
                 }
             }
-            BusMsg::Direct { op, frame } => {
+            BusMsg::Direct { op, started_unix_us, frame } => {
                 let conns: Vec<ConnRef> = match target {
                     Target::Key(holders) => holders.into_iter().map(|(conn, _)| conn).collect(),
                     Target::Conns(conns) => conns,
                     _ => return,
                 };
+                self.note_delivered(crate::latency::from_unix_us(started_unix_us));
                 self.deliver_conns(&conns, op, Bytes::copy_from_slice(frame));
             }
             BusMsg::Claim { holder } => {
@@ -309,8 +318,11 @@ impl Shard {
                     self.on_claim(&holders, holder);
                 }
             }
-            BusMsg::All { op, speed, frame } => {
+            BusMsg::All { op, speed, started_unix_us, frame } => {
                 let conns_per_s = self.broadcast_share(speed);
+                if conns_per_s == 0 {
+                    self.note_delivered(crate::latency::from_unix_us(started_unix_us));
+                }
                 self.deliver_all(op, Bytes::copy_from_slice(frame), conns_per_s);
             }
             BusMsg::Report(report) => self.on_report(&report),
@@ -323,50 +335,48 @@ impl Shard {
     /// ordering point as with any cluster push.
     pub fn bus_sequence_local(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
         let Some(bus) = &self.bus else { return };
-        let now_ms = self.coarse_ms();
-        let (offset, epoch) = {
-            let mut sequencer = self.sequencer.borrow_mut();
-            let (offset, _) = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
-            self.note_history(&sequencer);
-            (offset, sequencer.epoch_of(&room).unwrap_or_else(|| Arc::from("")))
-        };
-        self.stats.borrow_mut().pushes_sequenced += 1;
-        let result = bus
-            .publish(&bus.subjects.room(&room), None, &BusMsg::Room { epoch: &epoch, offset, frame: &frame })
-            .and_then(|()| bus.flush(Waiter::Confirm(ack)));
+        let started_unix_us = crate::latency::to_unix_us(ack.started_us);
+        let result =
+            self.number_and_publish(&room, &frame, started_unix_us).and_then(|()| bus.flush(Waiter::Confirm(ack)));
         if let Err(e) = result {
             self.fail_share(ack, e);
         }
     }
 
-    /// The sequencer's side of a cluster room push: number it, keep it,
-    /// publish it on the room's subject, and only then reply (same socket,
-    /// so every subscriber has it queued before the publisher hears back).
-    fn bus_sequence(&self, ticket: u64, room: &str, frame: &[u8], reply: Option<&str>) {
+    /// The sequencer's side of a cluster room push from another node:
+    /// number it, keep it, publish it on the room's subject, and only then
+    /// reply (same socket, so every subscriber has it queued before the
+    /// publisher hears back).
+    fn bus_sequence(&self, ticket: u64, started_unix_us: u64, room: &str, frame: &[u8], reply: Option<&str>) {
         let Some(bus) = &self.bus else { return };
         let room: Arc<str> = Arc::from(room);
-        let frame = Bytes::copy_from_slice(frame);
-        let now_ms = self.coarse_ms();
-        let (offset, epoch) = {
-            let mut sequencer = self.sequencer.borrow_mut();
-            let (offset, _) = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
-            self.note_history(&sequencer);
-            (offset, sequencer.epoch_of(&room).unwrap_or_else(|| Arc::from("")))
-        };
-        self.stats.borrow_mut().pushes_sequenced += 1;
-        let published =
-            bus.publish(&bus.subjects.room(&room), None, &BusMsg::Room { epoch: &epoch, offset, frame: &frame });
-        match (published, reply) {
+        match (self.number_and_publish(&room, &Bytes::copy_from_slice(frame), started_unix_us), reply) {
             (Ok(()), Some(reply)) => {
                 let _ = bus.publish(reply, None, &BusMsg::Done { ticket });
             }
             (Err(e), _) => {
-                // The publisher's reply times out (-500); the offset is used,
-                // so members with positions see a gap they can recover.
+                // The publisher's reply times out (-500). The offset is used:
+                // members see a gap (counted; those with positions recover).
                 crate::log_warn!("shard {}: a numbered push of {room} was not published: {}", self.id, e.reason());
             }
             _ => {}
         }
+    }
+
+    /// Gives `frame` the room's next offset, keeps it, and publishes it once
+    /// on the room's subject.
+    fn number_and_publish(&self, room: &Arc<str>, frame: &Bytes, started_unix_us: u64) -> Result<(), BusError> {
+        let Some(bus) = &self.bus else { return Err(BusError::Down) };
+        let now_ms = self.coarse_ms();
+        let (offset, epoch) = {
+            let mut sequencer = self.sequencer.borrow_mut();
+            let (offset, _) = sequencer.sequence(room, frame, now_ms, || self.new_epoch());
+            self.note_history(&sequencer);
+            (offset, sequencer.epoch_of(room).unwrap_or_else(|| Arc::from("")))
+        };
+        self.stats.borrow_mut().pushes_sequenced += 1;
+        let msg = BusMsg::Room { epoch: &epoch, offset, started_unix_us, frame };
+        bus.publish(&bus.subjects.room(room), None, &msg)
     }
 
     fn bus_attach(

@@ -12,7 +12,9 @@ use crate::shard::sequencer::{Recovery, Refusal};
 #[derive(Debug, PartialEq, Eq)]
 pub enum BusMsg<'a> {
     /// To a sequencer shard: number this push of `room` (reply `Done`).
-    Sequence { ticket: u64, room: &'a str, frame: &'a [u8] },
+    /// `started_unix_us`: when its API request was whole (for the delivery
+    /// latency; 0 = not stamped), as in `Room`, `Direct` and `All`.
+    Sequence { ticket: u64, started_unix_us: u64, room: &'a str, frame: &'a [u8] },
     /// To a sequencer shard: a connection joins `room` with positions
     /// (reply `Attached`, echoing `token`).
     Attach { token: AttachToken, room: &'a str, recover: Option<(&'a str, u32)>, replay_bytes_max: u32 },
@@ -34,14 +36,14 @@ pub enum BusMsg<'a> {
     /// To an API shard: the history page of `ticket`.
     Page { ticket: u64, epoch: &'a str, offset: u32, complete: bool, messages: Vec<(u32, &'a [u8])> },
     /// On `room.<room>`: a numbered push.
-    Room { epoch: &'a str, offset: u32, frame: &'a [u8] },
+    Room { epoch: &'a str, offset: u32, started_unix_us: u64, frame: &'a [u8] },
     /// On `key.<key>` or `mid.<mid>`: a push for connections accepting `op`.
-    Direct { op: i32, frame: &'a [u8] },
+    Direct { op: i32, started_unix_us: u64, frame: &'a [u8] },
     /// On `key.<key>`: a connection took the key at `at_ms` (Unix time);
     /// older holders close.
     Claim { holder: Holder<'a> },
     /// On `all`: a broadcast, `speed` connections a second over the cluster.
-    All { op: i32, speed: u32, frame: &'a [u8] },
+    All { op: i32, speed: u32, started_unix_us: u64, frame: &'a [u8] },
     /// On `report`: a node's liveness, address and counts (one part of them).
     Report(Report<'a>),
 }
@@ -101,9 +103,10 @@ const REPORT: u8 = b'R';
 pub fn encode(msg: &BusMsg<'_>, out: &mut Vec<u8>) {
     let mut w = Writer(out);
     match msg {
-        BusMsg::Sequence { ticket, room, frame } => {
+        BusMsg::Sequence { ticket, started_unix_us, room, frame } => {
             w.u8(SEQUENCE);
             w.u64(*ticket);
+            w.u64(*started_unix_us);
             w.str(room);
             w.bytes(frame);
         }
@@ -153,15 +156,17 @@ pub fn encode(msg: &BusMsg<'_>, out: &mut Vec<u8>) {
             w.u8(*complete as u8);
             w.frames(messages);
         }
-        BusMsg::Room { epoch, offset, frame } => {
+        BusMsg::Room { epoch, offset, started_unix_us, frame } => {
             w.u8(ROOM);
             w.str(epoch);
             w.u32(*offset);
+            w.u64(*started_unix_us);
             w.bytes(frame);
         }
-        BusMsg::Direct { op, frame } => {
+        BusMsg::Direct { op, started_unix_us, frame } => {
             w.u8(DIRECT);
             w.u32(*op as u32);
+            w.u64(*started_unix_us);
             w.bytes(frame);
         }
         BusMsg::Claim { holder } => {
@@ -172,10 +177,11 @@ pub fn encode(msg: &BusMsg<'_>, out: &mut Vec<u8>) {
             w.u32(holder.slot);
             w.u32(holder.generation);
         }
-        BusMsg::All { op, speed, frame } => {
+        BusMsg::All { op, speed, started_unix_us, frame } => {
             w.u8(ALL);
             w.u32(*op as u32);
             w.u32(*speed);
+            w.u64(*started_unix_us);
             w.bytes(frame);
         }
         BusMsg::Report(r) => {
@@ -207,7 +213,7 @@ pub fn encode(msg: &BusMsg<'_>, out: &mut Vec<u8>) {
 pub fn decode(payload: &[u8]) -> Option<BusMsg<'_>> {
     let mut r = Reader(payload);
     let msg = match r.u8()? {
-        SEQUENCE => BusMsg::Sequence { ticket: r.u64()?, room: r.str()?, frame: r.bytes()? },
+        SEQUENCE => BusMsg::Sequence { ticket: r.u64()?, started_unix_us: r.u64()?, room: r.str()?, frame: r.bytes()? },
         ATTACH => {
             let token = r.token()?;
             let room = r.str()?;
@@ -237,8 +243,8 @@ pub fn decode(payload: &[u8]) -> Option<BusMsg<'_>> {
             complete: r.u8()? != 0,
             messages: r.frames()?,
         },
-        ROOM => BusMsg::Room { epoch: r.str()?, offset: r.u32()?, frame: r.bytes()? },
-        DIRECT => BusMsg::Direct { op: r.u32()? as i32, frame: r.bytes()? },
+        ROOM => BusMsg::Room { epoch: r.str()?, offset: r.u32()?, started_unix_us: r.u64()?, frame: r.bytes()? },
+        DIRECT => BusMsg::Direct { op: r.u32()? as i32, started_unix_us: r.u64()?, frame: r.bytes()? },
         CLAIM => BusMsg::Claim {
             holder: Holder {
                 at_ms: r.u64()?,
@@ -248,7 +254,7 @@ pub fn decode(payload: &[u8]) -> Option<BusMsg<'_>> {
                 generation: r.u32()?,
             },
         },
-        ALL => BusMsg::All { op: r.u32()? as i32, speed: r.u32()?, frame: r.bytes()? },
+        ALL => BusMsg::All { op: r.u32()? as i32, speed: r.u32()?, started_unix_us: r.u64()?, frame: r.bytes()? },
         REPORT => {
             let mut report = Report {
                 node: r.str()?,
@@ -381,7 +387,7 @@ mod tests {
     fn samples() -> Vec<BusMsg<'static>> {
         let token = AttachToken { slot: 3, generation: 9, attach_seq: 2 };
         vec![
-            BusMsg::Sequence { ticket: 7, room: "live://1", frame: b"frame" },
+            BusMsg::Sequence { ticket: 7, started_unix_us: 9, room: "live://1", frame: b"frame" },
             BusMsg::Attach { token, room: "live://1", recover: Some(("Ep0ch", 41)), replay_bytes_max: 9000 },
             BusMsg::Attach { token, room: "r", recover: None, replay_bytes_max: 0 },
             BusMsg::Detach { room: "live://1" },
@@ -396,10 +402,10 @@ mod tests {
                 replay: vec![(4, b"a"), (5, b"bc")],
             },
             BusMsg::Page { ticket: 2, epoch: "E", offset: 9, complete: true, messages: vec![(9, b"x")] },
-            BusMsg::Room { epoch: "E", offset: 1, frame: b"f" },
-            BusMsg::Direct { op: -3, frame: b"" },
+            BusMsg::Room { epoch: "E", offset: 1, started_unix_us: 2, frame: b"f" },
+            BusMsg::Direct { op: -3, started_unix_us: 0, frame: b"" },
             BusMsg::Claim { holder: Holder { at_ms: 5, node: "n:1", shard: 1, slot: 2, generation: 3 } },
-            BusMsg::All { op: 1000, speed: 20, frame: b"z" },
+            BusMsg::All { op: 1000, speed: 20, started_unix_us: 3, frame: b"z" },
             BusMsg::Report(Report {
                 node: "n",
                 seq: 3,
