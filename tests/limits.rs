@@ -347,3 +347,43 @@ fn refused_connections_are_logged_a_few_times_a_second_and_the_rest_counted() {
     });
     assert!(said, "the next line counts the suppressed ones:\n{}", server.stderr());
 }
+
+/// CPU seconds the server process has used (/proc/PID/stat utime + stime).
+fn server_cpu_s(server: &Server) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).expect("/proc/PID/stat");
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    ticks / 100.0
+}
+
+#[test]
+fn a_chunked_body_of_tiny_chunks_trickled_in_costs_linear_work() {
+    use std::io::Write;
+    let server = Server::start();
+    let mut member = server.auth(1, "chunks", "", &[1000]);
+    // 384 KiB of body in 2-byte chunks (7 bytes of input each), written in
+    // 1,400-byte pieces a millisecond apart: about 1,900 reads of a growing
+    // partial body. Decoding from the start at every read is quadratic
+    // (gigabytes scanned); resuming is linear.
+    let chunks = 384 * 1024 / 2;
+    let mut body = Vec::with_capacity(chunks * 7 + 5);
+    for _ in 0..chunks {
+        body.extend_from_slice(b"2\r\nxy\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let head =
+        "POST /goim/push/keys?operation=1000&keys=chunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut api = TcpStream::connect(server.http).expect("connect api");
+    api.set_nodelay(true).expect("nodelay");
+    let cpu_before = server_cpu_s(&server);
+    api.write_all(head.as_bytes()).expect("head");
+    for piece in body.chunks(1400) {
+        api.write_all(piece).expect("body piece");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let frame = member.try_read_frame(Duration::from_secs(30)).expect("the push arrives");
+    assert_eq!(frame.body.len(), 384 * 1024);
+    let cpu_used = server_cpu_s(&server) - cpu_before;
+    // Linear decoding needs a few milliseconds here; quadratic, seconds.
+    assert!(cpu_used < 1.0, "the server spent {cpu_used:.2} CPU-s decoding one chunked body");
+}

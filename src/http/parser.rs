@@ -148,45 +148,81 @@ fn contains_token(value: &[u8], token: &[u8]) -> bool {
     value.split(|b| *b == b',').any(|part| trim(part).eq_ignore_ascii_case(token))
 }
 
-/// Decodes a complete chunked body from the start of `input` into `body`.
-/// Returns the bytes used, or `Ok(None)` when more input is needed (`body`
-/// is then left cleared). Trailers are read and ignored.
-pub fn decode_chunked(input: &[u8], body_bytes_max: usize, body: &mut Vec<u8>) -> Result<Option<usize>, HttpError> {
-    body.clear();
-    let mut pos = 0;
-    loop {
-        let (data_start, size) = match httparse::parse_chunk_size(&input[pos..]) {
-            Ok(httparse::Status::Complete((used, size))) => (pos + used, size),
-            Ok(httparse::Status::Partial) => return partial(input.len() - pos, body),
-            Err(_) => return Err(HttpError::Malformed),
-        };
-        if size == 0 {
-            return match skip_trailers(&input[data_start..])? {
-                Some(used) => Ok(Some(data_start + used)),
-                None => partial(0, body),
+/// A chunked body being decoded, resumable: each call continues where the
+/// previous one stopped, so a body arriving in many small reads costs work
+/// linear in its size (decoding from the start at every read was quadratic:
+/// a client trickling tiny chunks could keep a shard busy).
+#[derive(Debug, Default)]
+pub struct Chunked {
+    /// Bytes of the body's input already decoded (whole chunks).
+    consumed: usize,
+    /// The data of those chunks.
+    pub body: Vec<u8>,
+}
+
+impl Chunked {
+    /// Continues decoding `input`: the body's bytes from its first one, as
+    /// given to the previous call plus what arrived since. Returns the bytes
+    /// the whole body used (its data is in `body`), or `Ok(None)` when more
+    /// input is needed. Trailers are read and ignored. After `Some` or an
+    /// error, `reset` before the next body.
+    pub fn decode(&mut self, input: &[u8], body_bytes_max: usize) -> Result<Option<usize>, HttpError> {
+        loop {
+            let pos = self.consumed;
+            let rest = input.get(pos..).ok_or(HttpError::Malformed)?;
+            let (data_start, size) = match httparse::parse_chunk_size(rest) {
+                Ok(httparse::Status::Complete((used, size))) => (pos + used, size),
+                Ok(httparse::Status::Partial) => return pending(rest.len()),
+                Err(_) => return Err(HttpError::Malformed),
             };
+            if size == 0 {
+                return match skip_trailers(&input[data_start..])? {
+                    Some(used) => Ok(Some(data_start + used)),
+                    None => Ok(None),
+                };
+            }
+            if size > (body_bytes_max - self.body.len()) as u64 {
+                return Err(HttpError::BodyTooLarge);
+            }
+            let data_end = data_start + size as usize;
+            if input.len() < data_end + 2 {
+                return Ok(None);
+            }
+            if &input[data_end..data_end + 2] != b"\r\n" {
+                return Err(HttpError::Malformed);
+            }
+            self.body.extend_from_slice(&input[data_start..data_end]);
+            self.consumed = data_end + 2;
         }
-        if size > (body_bytes_max - body.len()) as u64 {
-            return Err(HttpError::BodyTooLarge);
-        }
-        let size = size as usize;
-        let data_end = data_start + size;
-        if input.len() < data_end + 2 {
-            return partial(0, body);
-        }
-        if &input[data_end..data_end + 2] != b"\r\n" {
-            return Err(HttpError::Malformed);
-        }
-        body.extend_from_slice(&input[data_start..data_end]);
-        pos = data_end + 2;
     }
+
+    /// Ready for the next body (a large buffer is given back).
+    pub fn reset(&mut self) {
+        self.consumed = 0;
+        self.body.clear();
+        if self.body.capacity() > 64 * 1024 {
+            self.body = Vec::new();
+        }
+    }
+}
+
+/// Decodes a complete chunked body from the start of `input` into `body`
+/// in one call (tests and tools; the server resumes with `Chunked`).
+pub fn decode_chunked(input: &[u8], body_bytes_max: usize, body: &mut Vec<u8>) -> Result<Option<usize>, HttpError> {
+    let mut chunked = Chunked::default();
+    let result = chunked.decode(input, body_bytes_max);
+    *body = match result {
+        Ok(Some(_)) => chunked.body,
+        _ => Vec::new(),
+    };
+    result
 }
 
 /// A chunk-size line longer than this is malformed (hex digits + extensions).
 const CHUNK_LINE_BYTES_MAX: usize = 1024;
 
-fn partial(pending_line: usize, body: &mut Vec<u8>) -> Result<Option<usize>, HttpError> {
-    body.clear();
+/// An incomplete chunk-size line: wait for more, unless it is already too long.
+fn pending(pending_line: usize) -> Result<Option<usize>, HttpError> {
     if pending_line > CHUNK_LINE_BYTES_MAX {
         return Err(HttpError::Malformed);
     }
@@ -210,6 +246,24 @@ fn skip_trailers(input: &[u8]) -> Result<Option<usize>, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunked_body_resumed_byte_by_byte_decodes_as_a_whole_and_scans_each_byte_once() {
+        let text = b"3\r\nabc\r\n1;ext=1\r\nd\r\n0\r\nTrailer: x\r\n\r\n";
+        let mut whole = Vec::new();
+        let complete = decode_chunked(text, 1024, &mut whole).unwrap().unwrap();
+        assert_eq!((whole.as_slice(), complete), (&b"abcd"[..], text.len()));
+        let mut chunked = Chunked::default();
+        for end in 1..text.len() {
+            assert_eq!(chunked.decode(&text[..end], 1024), Ok(None), "at {end}");
+            assert!(chunked.consumed <= end, "never past the input");
+        }
+        assert_eq!(chunked.decode(text, 1024), Ok(Some(complete)));
+        assert_eq!(chunked.body, b"abcd");
+        chunked.reset();
+        assert_eq!(chunked.decode(b"2\r\nxy\r\n0\r\n\r\n", 1024), Ok(Some(12)));
+        assert_eq!(chunked.body, b"xy");
+    }
 
     const HEAD_MAX: usize = 8192;
     const BODY_MAX: usize = 1024;

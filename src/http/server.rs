@@ -65,11 +65,13 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut input: Vec<u8> = Vec::new();
     let mut output: Vec<u8> = Vec::new();
     let mut continue_sent = false;
+    // The chunked body of the request at the front of `input`, decoded so far.
+    let mut chunked = parser::Chunked::default();
     // When the request at the front of `input` began to arrive.
     let mut partial_since: Option<Instant> = None;
     loop {
         let before = input.len();
-        let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent).await;
+        let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent, &mut chunked).await;
         if input.is_empty() {
             partial_since = None;
         } else if input.len() < before || partial_since.is_none() {
@@ -220,10 +222,10 @@ async fn answer_complete_requests(
     input: &mut Vec<u8>,
     output: &mut Vec<u8>,
     continue_sent: &mut bool,
+    chunked: &mut parser::Chunked,
 ) -> Next {
     let limits = &shard.config.limits;
     let mut pos = 0;
-    let mut chunked_body = Vec::new();
     let mut in_flight = InFlight::new(shard);
     let next = loop {
         if pos == input.len() {
@@ -243,7 +245,7 @@ async fn answer_complete_requests(
                 }
             };
         let body_start = pos + head.head_bytes;
-        let (body_range, used, chunked) = match head.framing {
+        let (body_range, used, is_chunked) = match head.framing {
             BodyFraming::Length(length) if input.len() - body_start >= length => {
                 (body_start..body_start + length, head.head_bytes + length, false)
             }
@@ -253,21 +255,20 @@ async fn answer_complete_requests(
                 send_continue(&head, output, continue_sent);
                 break Next::ReadMore;
             }
-            BodyFraming::Chunked => {
-                match parser::decode_chunked(&input[body_start..], limits.request_body_bytes_max, &mut chunked_body) {
-                    Ok(Some(length)) => (0..chunked_body.len(), head.head_bytes + length, true),
-                    Ok(None) => {
-                        in_flight.drain(output).await;
-                        send_continue(&head, output, continue_sent);
-                        break Next::ReadMore;
-                    }
-                    Err(error) => {
-                        in_flight.drain(output).await;
-                        refuse(output, error);
-                        break Next::Close;
-                    }
+            BodyFraming::Chunked => match chunked.decode(&input[body_start..], limits.request_body_bytes_max) {
+                Ok(Some(length)) => (0..chunked.body.len(), head.head_bytes + length, true),
+                Ok(None) => {
+                    in_flight.drain(output).await;
+                    send_continue(&head, output, continue_sent);
+                    break Next::ReadMore;
                 }
-            }
+                Err(error) => {
+                    chunked.reset();
+                    in_flight.drain(output).await;
+                    refuse(output, error);
+                    break Next::Close;
+                }
+            },
         };
         let target = &input[pos + head.target_start..pos + head.target_end];
         let started = Instant::now();
@@ -277,8 +278,11 @@ async fn answer_complete_requests(
         if in_flight.class.is_some_and(|c| c != class) || in_flight.replies.len() >= IN_FLIGHT_MAX {
             in_flight.drain(output).await;
         }
-        let body = if chunked { &chunked_body[body_range] } else { &input[body_range] };
+        let body = if is_chunked { &chunked.body[body_range] } else { &input[body_range] };
         let handled = api::start(shard, request, head.method, target, body);
+        if is_chunked {
+            chunked.reset();
+        }
         in_flight.class = Some(class);
         in_flight.replies.push((handled, !head.keep_alive, endpoint, started));
         if class == api::Class::Read {
