@@ -240,7 +240,11 @@ pub fn decode(payload: &[u8]) -> Option<BusMsg<'_>> {
             ticket: r.u64()?,
             epoch: r.str()?,
             offset: r.u32()?,
-            complete: r.u8()? != 0,
+            complete: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
             messages: r.frames()?,
         },
         ROOM => BusMsg::Room { epoch: r.str()?, offset: r.u32()?, started_unix_us: r.u64()?, frame: r.bytes()? },
@@ -438,6 +442,20 @@ mod tests {
             bytes.push(0);
             assert_eq!(decode(&bytes), None, "trailing bytes are refused");
         }
+    }
+
+    #[test]
+    fn a_flag_byte_other_than_0_or_1_is_refused() {
+        // Found by fuzz/nats_protocol: a Page whose `complete` byte was 28
+        // decoded as true and re-encoded as 1.
+        let crash = [112u8, 65, 82, 251, 42, 166, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 238, 28, 0, 0, 0, 0];
+        assert_eq!(decode(&crash), None);
+        let mut fixed = crash;
+        fixed[18] = 1;
+        let msg = decode(&fixed).expect("with a valid flag it decodes");
+        let mut again = Vec::new();
+        encode(&msg, &mut again);
+        assert_eq!(again, fixed);
     }
 
     #[test]
