@@ -15,14 +15,18 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --quiet cargo-fuzz
 cd fuzz
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || mapfile -t TARGETS < <(cargo +nightly fuzz list)
-cargo +nightly fuzz build "${TARGETS[@]/#/}" >&2 2>/dev/null || cargo +nightly fuzz build >&2
+# One build of every target (sanitizers, coverage); the binaries are then run
+# directly, so no run rebuilds the crate with other flags.
+cargo +nightly fuzz build >&2
+BIN_DIR=target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/corecast-fuzz.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 for target in "${TARGETS[@]}"; do
     mkdir -p "$WORK/$target"
     echo "== $target: ${SECONDS_EACH} s" >&2
-    if ! cargo +nightly fuzz run "$target" "$WORK/$target" "corpus/$target" -- \
-        -max_total_time="$SECONDS_EACH" -print_final_stats=1 2>"$WORK/$target.log"; then
+    mkdir -p "artifacts/$target"
+    if ! "$BIN_DIR/$target" "$WORK/$target" "corpus/$target" -max_total_time="$SECONDS_EACH" \
+        -print_final_stats=1 -artifact_prefix="artifacts/$target/" 2>"$WORK/$target.log"; then
         tail -40 "$WORK/$target.log" >&2
         echo "fuzz.sh: $target crashed; the input is in fuzz/artifacts/$target/" >&2
         exit 1
