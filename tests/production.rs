@@ -257,10 +257,8 @@ fn every_sysctl_setting_exists_here_and_says_why() {
         assert!(!value.trim().is_empty(), "{key} has a value");
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         assert!(std::path::Path::new(&path).exists(), "{key} is a kernel setting ({path})");
-        // The comment block right above a group of settings says why.
-        let commented =
-            lines[..i].iter().rev().map(|l| l.trim()).take_while(|l| !l.is_empty()).any(|l| l.starts_with('#'));
-        assert!(commented, "{key} has a comment saying why");
+        // The line right above each setting says why.
+        assert!(i > 0 && lines[i - 1].trim().starts_with('#'), "{key} has a comment saying why");
         settings += 1;
     }
     for needed in [
