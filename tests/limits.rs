@@ -387,3 +387,30 @@ fn a_chunked_body_of_tiny_chunks_trickled_in_costs_linear_work() {
     // Linear decoding needs a few milliseconds here; quadratic, seconds.
     assert!(cpu_used < 1.0, "the server spent {cpu_used:.2} CPU-s decoding one chunked body");
 }
+
+/// A raw client with a 4 KiB receive buffer that authenticates and sends
+/// `count` heartbeats, reading nothing.
+fn heartbeat_spammer(server: &Server, key: &str, count: usize) -> TcpStream {
+    use std::io::Write;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&server.tcp.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    let mut burst = encode_frame(1, op::AUTH, 1, &token_json(1, key, "", &[1000]));
+    for seq in 0..count {
+        burst.extend_from_slice(&encode_frame(1, op::HEARTBEAT, seq as i32, b""));
+    }
+    stream.write_all(&burst).expect("auth and heartbeats");
+    stream
+}
+
+#[test]
+fn heartbeat_replies_count_their_real_memory_against_the_outbound_bound() {
+    // The default 256 KiB outbound bound. 10,000 replies of 20 bytes are
+    // 200 KB of payload (under the bound even before the kernel takes some)
+    // but about 1.2 MB of heap, which is what the bound counts now.
+    let server = Server::start();
+    let _spammer = heartbeat_spammer(&server, "spam", 10_000);
+    let closed = wait_metric(&server, "corecast_connections_closed_total{reason=\"slow_consumer\"}", 1);
+    assert_eq!(closed, 1, "a client holding 1.2 MB of replies is closed as a slow consumer");
+}

@@ -13,6 +13,14 @@ use std::rc::Rc;
 /// so handing one room batch to 10,000 members costs 10,000 plain increments.
 pub type Chunk = Rc<Bytes>;
 
+/// Real memory a queued chunk costs beyond its bytes, as the bound counts
+/// it: the queue slot (8), the `Rc<Bytes>` box (48, a 64-byte allocation)
+/// and the rounding and header of the buffer's own allocation (24). A
+/// client that never reads but sends heartbeats queues 20-byte replies that
+/// each hold about 120 bytes of heap: counting payload alone let it hold
+/// four to five times the bound.
+pub const CHUNK_OVERHEAD_BYTES: usize = 96;
+
 /// Chunks written in one `sendmsg`: bounds the iovec array on the stack.
 pub const IOVECS_PER_WRITE_MAX: usize = 64;
 
@@ -40,13 +48,22 @@ impl Outbox {
         self.queued_bytes
     }
 
-    /// Queues `chunk` unless that would exceed `bytes_max`.
+    /// What the queue holds in memory as the bound counts it: its bytes plus
+    /// `CHUNK_OVERHEAD_BYTES` a chunk.
+    pub fn memory_bytes(&self) -> usize {
+        self.queued_bytes + self.chunks.len() * CHUNK_OVERHEAD_BYTES
+    }
+
+    /// Queues `chunk` unless that would take `memory_bytes` past `bytes_max`.
+    /// An empty queue takes any one chunk (a push may be larger than the
+    /// bound: up to `request_body_bytes_max`), so a connection holds at most
+    /// max(bound, one push) and a large message is never undeliverable.
     pub fn push(&mut self, chunk: Chunk, bytes_max: usize) -> Queued {
         if chunk.is_empty() {
             // Nothing to write; an empty chunk would never be consumed.
             return Queued::Ok;
         }
-        if self.queued_bytes + chunk.len() > bytes_max && !self.chunks.is_empty() {
+        if self.memory_bytes() + chunk.len() + CHUNK_OVERHEAD_BYTES > bytes_max && !self.chunks.is_empty() {
             return Queued::Full;
         }
         self.queued_bytes += chunk.len();
@@ -106,8 +123,8 @@ mod tests {
     #[test]
     fn partial_writes_resume_mid_chunk() {
         let mut outbox = Outbox::default();
-        assert_eq!(outbox.push(chunk(b"hello"), 100), Queued::Ok);
-        assert_eq!(outbox.push(chunk(b"world"), 100), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"hello"), 1000), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"world"), 1000), Queued::Ok);
         outbox.consume(3);
         assert_eq!(outbox.front(), Some(&b"lo"[..]));
         let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
@@ -128,9 +145,11 @@ mod tests {
     #[test]
     fn the_byte_bound_refuses_without_queueing() {
         let mut outbox = Outbox::default();
-        assert_eq!(outbox.push(chunk(b"12345678"), 10), Queued::Ok);
-        assert_eq!(outbox.push(chunk(b"123"), 10), Queued::Full);
-        assert_eq!(outbox.queued_bytes(), 8);
+        let bound = 8 + 3 + 2 * CHUNK_OVERHEAD_BYTES;
+        assert_eq!(outbox.push(chunk(b"12345678"), bound), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"1234"), bound), Queued::Full, "its overhead counts too");
+        assert_eq!(outbox.push(chunk(b"123"), bound), Queued::Ok);
+        assert_eq!((outbox.queued_bytes(), outbox.memory_bytes()), (11, bound));
         // A single chunk larger than the bound still goes to an empty queue,
         // so one big message is never undeliverable.
         let mut empty = Outbox::default();

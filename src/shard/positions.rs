@@ -108,8 +108,10 @@ impl Shard {
             Recovery::Recovered => {
                 let frame = position_frame(room, &joined.epoch, joined.offset, true, missed);
                 let replay_bytes: usize = joined.replay.iter().map(|(_, frame)| frame.len()).sum();
-                let queued_bytes = state.conns.get(conn).map_or(0, |session| session.outbox.queued_bytes());
-                let needed = queued_bytes + frame.len() + replay_bytes + WS_FRAMING_BYTES;
+                let queued_bytes = state.conns.get(conn).map_or(0, |session| session.outbox.memory_bytes());
+                // Two more chunks: the op-20 frame and the replay.
+                let overhead = 2 * super::outbox::CHUNK_OVERHEAD_BYTES;
+                let needed = queued_bytes + frame.len() + replay_bytes + WS_FRAMING_BYTES + overhead;
                 if needed > self.config.limits.outbound_bytes_per_connection_max {
                     Recovery::Refused(Refusal::TooLarge)
                 } else {
