@@ -149,6 +149,9 @@ pub struct LimitsSection {
     pub outbound_bytes_per_connection_max: usize,
     pub slow_consumer_policy: SlowConsumerPolicy,
     pub mesh_pending_messages_max: usize,
+    /// Bytes of messages (frames, key lists, replays) a shard has sent to
+    /// others and they have not applied yet; past it HTTP publishers wait.
+    pub mesh_pending_bytes_max: usize,
     pub api_connections_per_shard_max: usize,
 }
 
@@ -163,6 +166,7 @@ impl Default for LimitsSection {
             outbound_bytes_per_connection_max: 256 * 1024,
             slow_consumer_policy: SlowConsumerPolicy::Close,
             mesh_pending_messages_max: 65_536,
+            mesh_pending_bytes_max: 64 << 20,
             api_connections_per_shard_max: 1024,
         }
     }
@@ -339,6 +343,10 @@ impl Config {
             "limits.outbound_bytes_per_connection_max must be at least 4096",
         )?;
         check(limits.mesh_pending_messages_max >= 16, "limits.mesh_pending_messages_max must be at least 16")?;
+        check(
+            limits.mesh_pending_bytes_max >= limits.request_body_bytes_max,
+            "limits.mesh_pending_bytes_max must be at least limits.request_body_bytes_max",
+        )?;
         check(self.http.request_timeout_ms >= 1, "http.request_timeout_ms must be at least 1")?;
         check(self.http.request_body_bytes_per_s_min >= 1, "http.request_body_bytes_per_s_min must be at least 1")?;
         check(self.history.api_limit_max >= 1, "history.api_limit_max must be at least 1")?;

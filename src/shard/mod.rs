@@ -163,7 +163,11 @@ impl Shard {
                 closing: Vec::new(),
                 wheel: Wheel::new(horizon_ticks),
             }),
-            outgoing: Rc::new(Outgoing::new(shards, config.limits.mesh_pending_messages_max)),
+            outgoing: Rc::new(Outgoing::new(
+                shards,
+                config.limits.mesh_pending_messages_max,
+                config.limits.mesh_pending_bytes_max,
+            )),
             flush: Signal::default(),
             stop: Signal::default(),
             stopping: Cell::new(false),
