@@ -111,6 +111,15 @@ pub fn api_code_index(status: u16, body: &str) -> usize {
     API_CODES.iter().position(|c| *c == label).unwrap_or(API_CODES.len() - 1)
 }
 
+/// Why a push frame did not reach a connection (`reason` label of
+/// `corecast_messages_undelivered_total`): its queue was full (dropped, or
+/// the connection closed as a slow consumer), the connection was closing,
+/// it does not accept the operation (keys and mids), the bus was down.
+pub const UNDELIVERED: [&str; 4] = ["queue_full", "closed", "not_accepted", "bus_down"];
+pub const UNDELIVERED_QUEUE_FULL: usize = 0;
+pub const UNDELIVERED_CLOSED: usize = 1;
+pub const UNDELIVERED_NOT_ACCEPTED: usize = 2;
+
 /// Push kinds (`kind` label).
 pub const PUSH_KINDS: [&str; 4] = ["keys", "mids", "room", "all"];
 /// Client transports (`transport` label).
@@ -125,6 +134,9 @@ pub struct Stats {
     pub api_latency: [Latency; Endpoint::ALL.len()],
     /// Pushes the API accepted, by `PUSH_KINDS` index.
     pub pushes: [u64; PUSH_KINDS.len()],
+    /// Push frames not delivered, by `UNDELIVERED` index (bus_down is
+    /// `bus_pushes_failed`).
+    pub undelivered: [u64; UNDELIVERED.len()],
     /// Push frames queued to connections, by `TRANSPORTS` index.
     pub deliveries: [u64; TRANSPORTS.len()],
     /// Bytes handed to client sockets (plaintext for WSS), by `TRANSPORTS` index.
@@ -188,6 +200,9 @@ impl Stats {
             mine.add(theirs);
         }
         for (total, count) in self.pushes.iter_mut().zip(other.pushes.iter()) {
+            *total += count;
+        }
+        for (total, count) in self.undelivered.iter_mut().zip(other.undelivered.iter()) {
             *total += count;
         }
         for (total, count) in self.deliveries.iter_mut().zip(other.deliveries.iter()) {
@@ -359,6 +374,16 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "Pushes the API accepted, by kind.",
         "kind",
         PUSH_KINDS.iter().zip(stats.pushes.iter()).map(|(k, v)| (*k, *v)),
+    );
+    by_label(
+        &mut out,
+        "corecast_messages_undelivered_total",
+        "Push frames that did not reach a connection, by reason (nothing is lost without a count).",
+        "reason",
+        UNDELIVERED.iter().enumerate().map(|(i, reason)| {
+            let count = if i == 3 { stats.bus_pushes_failed } else { stats.undelivered[i] };
+            (*reason, count)
+        }),
     );
     by_label(
         &mut out,

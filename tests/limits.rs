@@ -414,3 +414,15 @@ fn heartbeat_replies_count_their_real_memory_against_the_outbound_bound() {
     let closed = wait_metric(&server, "corecast_connections_closed_total{reason=\"slow_consumer\"}", 1);
     assert_eq!(closed, 1, "a client holding 1.2 MB of replies is closed as a slow consumer");
 }
+
+#[test]
+fn pushes_that_reach_no_connection_are_counted_with_their_reason() {
+    let server = Server::start();
+    let mut member = server.auth(1, "picky", "", &[1000]);
+    server.push_keys(1001, &["picky"], b"not for me");
+    server.push_keys(1000, &["picky"], b"for me");
+    member.expect_push(1000, b"for me");
+    let not_accepted = wait_metric(&server, "corecast_messages_undelivered_total{reason=\"not_accepted\"}", 1);
+    assert_eq!(not_accepted, 1, "the push its accepts refused is counted");
+    assert_eq!(metric(&server, "corecast_messages_undelivered_total{reason=\"queue_full\"}"), 0);
+}

@@ -190,8 +190,12 @@ impl Shard {
         self.fan_out_rooms(&mut state);
         let mut delivered = 0;
         for conn in conns {
-            let accepts = state.conns.get(*conn).is_some_and(|s| s.accepts.binary_search(&op).is_ok());
-            if accepts && self.enqueue_payload(&mut state, *conn, &payload) {
+            let Some(session) = state.conns.get(*conn) else { continue };
+            if session.accepts.binary_search(&op).is_err() {
+                self.stats.borrow_mut().undelivered[crate::metrics::UNDELIVERED_NOT_ACCEPTED] += 1;
+                continue;
+            }
+            if self.enqueue_payload(&mut state, *conn, &payload) {
                 delivered += 1;
             }
         }

@@ -392,11 +392,14 @@ impl Shard {
         let Some(session) = state.conns.get_mut(conn) else {
             return false;
         };
+        let is_push = matches!(queueable, Queueable::Payload(_));
         if session.close_reason.is_some() {
+            if let Queueable::Payload(payload) = queueable {
+                self.stats.borrow_mut().undelivered[crate::metrics::UNDELIVERED_CLOSED] += payload.frames;
+            }
             return false;
         }
         let ws = session.ws.is_some();
-        let is_push = matches!(queueable, Queueable::Payload(_));
         let (chunk, frames) = match queueable {
             Queueable::Reply(reply) if ws => (Rc::new(websocket::reply_message(&reply)), 1),
             Queueable::Reply(reply) => (Rc::new(reply), 1),
@@ -419,6 +422,9 @@ impl Shard {
                 true
             }
             Queued::Full => {
+                if is_push {
+                    self.stats.borrow_mut().undelivered[crate::metrics::UNDELIVERED_QUEUE_FULL] += frames;
+                }
                 match self.config.limits.slow_consumer_policy {
                     SlowConsumerPolicy::Close => {
                         crate::log_info!("shard {}: closing slow consumer {}", self.id, session.key);
