@@ -7,13 +7,14 @@
 
 mod common;
 
+use common::positions::{position_of, Position};
+
 use common::cluster::{metric, start_nodes, wait_for_nodes, Nats};
 use common::{op, poll_eq, wait_until, Client, Frame, Server};
 use simd_json::prelude::*;
 use std::time::Duration;
 
 const OP: i32 = 1000;
-const POSITION: i32 = 20;
 /// Node timeout in the test config (cluster.node_timeout_ms) plus slack.
 const NODE_GONE_WITHIN: Duration = Duration::from_millis(1500 + 2500);
 
@@ -96,25 +97,6 @@ fn sequential_pushes_through_different_nodes_arrive_in_reply_order() {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Position {
-    epoch: String,
-    offset: u32,
-    recovered: bool,
-    missed: u32,
-}
-
-fn position_of(frame: &Frame) -> Position {
-    assert_eq!((frame.ver, frame.op, frame.seq), (1, POSITION, 0), "an op-20 frame: {frame:?}");
-    let json = common::json(&String::from_utf8_lossy(&frame.body));
-    Position {
-        epoch: json.get_str("epoch").expect("epoch").to_string(),
-        offset: json.get_u64("offset").expect("offset") as u32,
-        recovered: json.get_bool("recovered").expect("recovered"),
-        missed: json.get_u64("missed").expect("missed") as u32,
-    }
-}
-
 /// Authenticates with positions (and `extra` token fields); returns the
 /// client and its op-20 frame.
 fn join(node: &Server, key: &str, room: &str, extra: &str) -> (Client, Position) {
@@ -159,7 +141,10 @@ fn one_epoch_and_offset_sequence_across_nodes_and_recovery_on_another_node() {
     // Back on another node, from offset 5 of the epoch.
     let extra = format!(r#","recover":{{"epoch":"{}","offset":5}}"#, at_a.epoch);
     let (mut a, again) = join(&nodes[2], "pa", "live://pos", &extra);
-    assert_eq!(again, Position { epoch: at_a.epoch.clone(), offset: 8, recovered: true, missed: 3 });
+    assert_eq!(
+        again,
+        Position { room: "live://pos".into(), epoch: at_a.epoch.clone(), offset: 8, recovered: true, missed: 3 }
+    );
     assert_eq!((0..3).map(|_| next_push(&mut a)).collect::<Vec<_>>(), numbered(6, 8));
     nodes[1].push_room(OP, "live", "pos", b"r9");
     assert_eq!(next_push(&mut a), (9, "r9".to_string()));

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::positions::{position_of, Position};
+
 use common::ws::WsClient;
 use common::{op, poll_eq, wait_until, Client, Frame, Server, ServerConfig};
 use simd_json::prelude::*;
@@ -12,28 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 const OP: i32 = 1000;
-const POSITION: i32 = 20;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Position {
-    room: String,
-    epoch: String,
-    offset: u32,
-    recovered: bool,
-    missed: u32,
-}
-
-fn position_of(frame: &Frame) -> Position {
-    assert_eq!((frame.ver, frame.op, frame.seq), (1, POSITION, 0), "an op-20 frame: {frame:?}");
-    let json = common::json(&String::from_utf8_lossy(&frame.body));
-    Position {
-        room: json.get_str("room").expect("room").to_string(),
-        epoch: json.get_str("epoch").expect("epoch").to_string(),
-        offset: json.get_u64("offset").expect("offset") as u32,
-        recovered: json.get_bool("recovered").expect("recovered"),
-        missed: json.get_u64("missed").expect("missed") as u32,
-    }
-}
 
 fn token(key: &str, room: &str, extra: &str) -> Vec<u8> {
     format!(r#"{{"mid":1,"key":"{key}","room_id":"{room}","platform":"web","accepts":[{OP}]{extra}}}"#).into_bytes()

@@ -20,6 +20,7 @@
 //! - `bus`: one shard's subscriptions, outbound buffer and PING waiters.
 //! - `link`: the connection task (connect, backoff, read, write).
 //! - `route`: what a shard publishes and how it applies what arrives.
+//! - `report`: liveness and counts reports, and membership changes.
 //!
 //! Must never: deliver a push that came from the bus anywhere but on the
 //! shard that received it (each shard subscribes for its own connections).
@@ -28,6 +29,7 @@ pub mod bus;
 pub mod link;
 pub mod nats;
 pub mod nodes;
+pub mod report;
 pub mod route;
 pub mod subject;
 pub mod wire;

@@ -10,7 +10,7 @@
 //! PONG), or drop a push without failing its ticket.
 
 use super::bus::{BusError, Interest, OneOrMore, Waiter};
-use super::wire::{AttachToken, BusMsg, Holder, Report};
+use super::wire::{AttachToken, BusMsg, Holder};
 use crate::shard::ack::Ack;
 use crate::shard::close::CloseReason;
 use crate::shard::conns::ConnRef;
@@ -39,9 +39,6 @@ enum Target {
     Conns(Vec<ConnRef>),
     Other,
 }
-
-/// Report parts are cut at this share of the server's max_payload.
-const REPORT_PART_SHARE: usize = 2;
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -506,122 +503,7 @@ impl Shard {
             return 0;
         }
         let mine = self.state.borrow().conns.len() as u64;
-        let (node_conns, _) = {
-            let (conns, ips) = self.local_counts();
-            self.state.borrow().online.totals(conns, ips)
-        };
-        let others = self.bus.as_ref().map_or(0, |bus| bus.nodes.borrow().totals().0);
-        let total = (node_conns + others).max(1);
+        let total = self.cluster_totals().0.max(1);
         ((speed as u64 * mine / total) as u32).max(1)
-    }
-
-    fn on_report(&self, report: &Report<'_>) {
-        let Some(bus) = &self.bus else { return };
-        let unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let change = bus.nodes.borrow_mut().apply(report, self.now_ms(), unix_ns);
-        if change == super::nodes::Change::Membership {
-            crate::log_info!("shard {}: node {} joined the cluster", self.id, report.node);
-            self.on_membership();
-            if self.id == 0 {
-                // The newcomer hears about this node now, not a report_ms later.
-                self.publish_report();
-            }
-        }
-    }
-
-    /// The live nodes changed: rooms this shard sequenced that another node
-    /// wins now are dropped (if they come back they start a new epoch, so
-    /// no client recovers across pushes it never saw numbered here).
-    fn on_membership(&self) {
-        let Some(bus) = &self.bus else { return };
-        let nodes = bus.nodes.borrow();
-        let mut sequencer = self.sequencer.borrow_mut();
-        let dropped = sequencer.retain_rooms(|room| nodes.is_me(nodes.sequencer_of(room, self.shards).0));
-        if dropped > 0 {
-            crate::log_info!("shard {}: {dropped} rooms now sequenced by another node", self.id);
-        }
-        self.note_history(&sequencer);
-    }
-
-    /// Every tick: silent nodes are dropped; shard 0 reports when due.
-    pub fn bus_tick(&self, report_due: bool) {
-        let Some(bus) = &self.bus else { return };
-        let change = bus.nodes.borrow_mut().expire(self.now_ms());
-        if change == super::nodes::Change::Membership {
-            crate::log_warn!("shard {}: a node went silent and was dropped from the cluster", self.id);
-            self.on_membership();
-        }
-        if report_due && self.id == 0 {
-            self.publish_report();
-        }
-    }
-
-    /// Shard 0 publishes the node's counts, in parts under max_payload.
-    pub fn publish_report(&self) {
-        let Some(bus) = &self.bus else { return };
-        if !bus.connected() {
-            return;
-        }
-        let (conn_count, ip_count) = {
-            let (conns, ips) = self.local_counts();
-            self.state.borrow().online.totals(conns, ips)
-        };
-        let rooms: Vec<(String, u32)> = self
-            .state
-            .borrow()
-            .online
-            .rooms()
-            .map(|(room, count)| (room.to_string(), count.min(u32::MAX as u64) as u32))
-            .collect();
-        let part_bytes_max = bus.payload_max() / REPORT_PART_SHARE;
-        let mut parts: Vec<Vec<(&str, u32)>> = vec![Vec::new()];
-        let mut part_bytes = 0;
-        for (room, count) in &rooms {
-            let entry_bytes = room.len() + 8;
-            if part_bytes + entry_bytes > part_bytes_max && part_bytes > 0 {
-                parts.push(Vec::new());
-                part_bytes = 0;
-            }
-            part_bytes += entry_bytes;
-            if let Some(part) = parts.last_mut() {
-                part.push((room, *count));
-            }
-        }
-        let seq = bus.report_seq.get() + 1;
-        bus.report_seq.set(seq);
-        let node = &self.config.node;
-        let count = parts.len() as u32;
-        for (index, rooms) in parts.into_iter().enumerate() {
-            let report = Report {
-                node: &bus.node_id,
-                seq,
-                part: index as u32,
-                parts: count,
-                hostname: &node.hostname,
-                addr: &node.addr,
-                domain: &node.domain,
-                tcp_port: node.tcp_port,
-                ws_port: node.ws_port,
-                wss_port: node.wss_port,
-                weight: node.weight,
-                shards: self.shards as u16,
-                conn_count,
-                ip_count,
-                rooms,
-            };
-            if let Err(e) = bus.publish(&bus.subjects.report(), None, &BusMsg::Report(report)) {
-                crate::log_warn!("shard {}: report not published: {}", self.id, e.reason());
-                return;
-            }
-        }
-    }
-
-    /// Copies the bus's gauges into this shard's counters (for /metrics).
-    pub fn note_bus_stats(&self) {
-        let Some(bus) = &self.bus else { return };
-        let mut stats = self.stats.borrow_mut();
-        stats.bus_messages_out = bus.messages_out();
-        stats.cluster_nodes_live = bus.nodes.borrow().live_count() as u64;
-        stats.bus_subscriptions = bus.subscription_count() as u64;
     }
 }

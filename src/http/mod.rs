@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod demo;
+pub mod nodes;
 pub mod parser;
 pub mod query;
 pub mod response;

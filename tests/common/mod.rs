@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod positions;
 pub mod ws;
 
 use std::fmt::Debug;
