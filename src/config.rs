@@ -88,12 +88,33 @@ pub struct WsSection {
     pub path: String,
     /// Origins allowed to connect from a browser; empty = every origin.
     pub allowed_origins: Vec<String>,
+    /// permessage-deflate (RFC 7692) for clients that offer it, WS and WSS.
+    pub compression: Switch,
+    /// Pushes (op-9 messages) smaller than this go out uncompressed.
+    pub compression_min_bytes: usize,
+    /// zlib level, 1 (fastest) to 9 (smallest).
+    pub compression_level: u32,
 }
 
 impl Default for WsSection {
     fn default() -> Self {
-        WsSection { bind: "0.0.0.0:3102".into(), path: "/sub".into(), allowed_origins: Vec::new() }
+        WsSection {
+            bind: "0.0.0.0:3102".into(),
+            path: "/sub".into(),
+            allowed_origins: Vec::new(),
+            compression: Switch::On,
+            compression_min_bytes: 256,
+            compression_level: 1,
+        }
     }
+}
+
+/// A feature turned `"on"` or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -360,6 +381,7 @@ impl Config {
             Self::parse_addr(&self.ws.bind)?;
         }
         check(self.ws.path.starts_with('/'), "ws.path must start with /")?;
+        check((1..=9).contains(&self.ws.compression_level), "ws.compression_level must be 1 to 9")?;
         if !self.wss.bind.is_empty() {
             Self::parse_addr(&self.wss.bind)?;
             check(

@@ -187,6 +187,34 @@ pub struct Stats {
     pub bus_subscriptions: u64,
     /// Gauge: live nodes this shard knows of, itself included (min over shards).
     pub cluster_nodes_live: u64,
+    pub compression: CompressionStats,
+}
+
+/// permessage-deflate on this shard: pushes are compressed once per shard
+/// and shared, so these count messages compressed, not deliveries.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct CompressionStats {
+    /// Push messages compressed (once per shard, whatever the member count).
+    pub messages: u64,
+    /// Their bytes before compression (the op-9 frame).
+    pub bytes_in: u64,
+    /// Their bytes after (the deflate payload, without the frame header).
+    pub bytes_out: u64,
+    /// Push messages at or above `ws.compression_min_bytes` sent plain
+    /// because compressing did not make them smaller.
+    pub not_paid: u64,
+    /// Compressed client messages inflated.
+    pub inflated: u64,
+}
+
+impl CompressionStats {
+    fn add(&mut self, other: &CompressionStats) {
+        self.messages += other.messages;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.not_paid += other.not_paid;
+        self.inflated += other.inflated;
+    }
 }
 
 impl Stats {
@@ -240,6 +268,7 @@ impl Stats {
         self.bus_subscriptions += other.bus_subscriptions;
         // The view every shard shares: the fewest nodes any shard knows.
         self.cluster_nodes_live = self.cluster_nodes_live.min(other.cluster_nodes_live);
+        self.compression.add(&other.compression);
     }
 }
 
@@ -281,6 +310,37 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         stats.frames_queued,
     );
     metric("corecast_writes_total", "counter", "Coalesced socket writes by the flushers.", stats.writes);
+    let compression = &stats.compression;
+    metric(
+        "corecast_ws_compressed_messages_total",
+        "counter",
+        "Push messages compressed with permessage-deflate (once per shard, shared by its members).",
+        compression.messages,
+    );
+    metric(
+        "corecast_ws_compression_in_bytes_total",
+        "counter",
+        "Bytes of push messages before compression.",
+        compression.bytes_in,
+    );
+    metric(
+        "corecast_ws_compression_out_bytes_total",
+        "counter",
+        "Bytes of the same messages after compression.",
+        compression.bytes_out,
+    );
+    metric(
+        "corecast_ws_compression_not_paid_total",
+        "counter",
+        "Push messages sent uncompressed because compressing did not make them smaller.",
+        compression.not_paid,
+    );
+    metric(
+        "corecast_ws_inflated_messages_total",
+        "counter",
+        "Compressed client messages inflated.",
+        compression.inflated,
+    );
     metric(
         "corecast_log_lines_suppressed_total",
         "counter",

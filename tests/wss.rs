@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::ws::python_conformance;
+use common::ws::{python_conformance, python_deflate};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -58,6 +58,20 @@ fn an_independent_client_speaks_goim_over_wss() {
     let server = wss_server(&certificate);
     let wss = server.wss.expect("the server reports its WSS port");
     python_conformance(&format!("wss://{wss}/sub"), server.http, Some(&certificate.cert_path));
+}
+
+#[test]
+fn permessage_deflate_works_over_wss_as_over_ws() {
+    let certificate = make_certificate("deflate");
+    let server = wss_server(&certificate);
+    let wss = server.wss.expect("the server reports its WSS port");
+    python_deflate(&format!("wss://{wss}/sub"), server.http, Some(&certificate.cert_path));
+    let compressed = wait_until(std::time::Duration::from_secs(5), || {
+        let text = server.http("GET", "/metrics", b"").body_str();
+        common::cluster::metric(&text, "corecast_ws_compressed_messages_total").unwrap_or(0) >= 1
+            && common::cluster::metric(&text, "corecast_ws_inflated_messages_total").unwrap_or(0) >= 2
+    });
+    assert!(compressed, "the WSS push went out compressed and the client's messages were inflated");
 }
 
 #[test]

@@ -50,7 +50,7 @@ impl Shard {
                     continue;
                 }
                 writes += 1;
-                let transport = super::transport_of(session);
+                let transport = super::queue::transport_of(session);
                 let mut written = 0;
                 let outcome = write_out(session, &mut written);
                 written_by[transport] += written;

@@ -25,6 +25,7 @@ pub mod online;
 pub mod outbox;
 pub mod poller;
 pub mod positions;
+pub mod queue;
 pub mod room;
 pub mod runtime;
 pub mod sequencer;
@@ -33,7 +34,7 @@ pub mod signal;
 pub mod websocket;
 pub mod wheel;
 
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::config::Config;
 use crate::metrics::Stats;
 use ack::{Ack, Tickets, Wait};
 use bytes::Bytes;
@@ -42,7 +43,6 @@ use conns::{ConnRef, Conns};
 use directory::{owner_of, Directory};
 use mesh::{Outgoing, ShardMsg};
 use online::Online;
-use outbox::{Chunk, Queued};
 use room::Rooms;
 use sequencer::{HistoryBounds, Sequencer};
 use signal::Signal;
@@ -51,15 +51,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-use websocket::Payload;
 use wheel::Wheel;
-
-/// What `Shard::enqueue` is given.
-enum Queueable<'a> {
-    Reply(Bytes),
-    Payload(&'a Payload),
-    Raw(Chunk),
-}
 
 /// Everything mutable a shard owns.
 pub struct State {
@@ -141,6 +133,8 @@ pub struct Shard {
     /// When pushes applied since the last flusher pass were started
     /// (`Ack::started_us`), timed when that pass has written them.
     pub delivery_samples: RefCell<Vec<u64>>,
+    /// permessage-deflate's deflater, inflater and scratch (made on first use).
+    pub ws_deflate: RefCell<websocket::ShardDeflate>,
 }
 
 /// Size of the shared read scratch: many small frames per read.
@@ -192,6 +186,7 @@ impl Shard {
             rng: Cell::new(seed | 1),
             bus: None,
             delivery_samples: RefCell::new(Vec::new()),
+            ws_deflate: RefCell::default(),
             config,
         }
     }
@@ -369,88 +364,6 @@ impl Shard {
         z ^ (z >> 31)
     }
 
-    /// Queues a reply (one goim frame) for `conn`.
-    pub fn enqueue_reply(&self, state: &mut State, conn: ConnRef, reply: Bytes) -> bool {
-        self.enqueue(state, conn, Queueable::Reply(reply))
-    }
-
-    /// Queues a push for `conn`: TCP clients get the frames as they are,
-    /// WebSocket clients the op-9 message built once for every member.
-    pub fn enqueue_payload(&self, state: &mut State, conn: ConnRef, payload: &Payload) -> bool {
-        self.enqueue(state, conn, Queueable::Payload(payload))
-    }
-
-    /// Queues bytes that go out as they are (WebSocket control frames).
-    pub fn enqueue_raw(&self, state: &mut State, conn: ConnRef, bytes: Chunk) -> bool {
-        self.enqueue(state, conn, Queueable::Raw(bytes))
-    }
-
-    /// Queues for `conn` and schedules a flush. At the outbound bound the
-    /// slow-consumer policy decides: close the connection, or drop the chunk
-    /// (all its frames counted as dropped). Returns whether it was queued.
-    fn enqueue(&self, state: &mut State, conn: ConnRef, queueable: Queueable<'_>) -> bool {
-        let Some(session) = state.conns.get_mut(conn) else {
-            return false;
-        };
-        let is_push = matches!(queueable, Queueable::Payload(_));
-        if session.close_reason.is_some() {
-            if let Queueable::Payload(payload) = queueable {
-                self.stats.borrow_mut().undelivered[crate::metrics::UNDELIVERED_CLOSED] += payload.frames;
-            }
-            return false;
-        }
-        let ws = session.ws.is_some();
-        let (chunk, frames) = match queueable {
-            Queueable::Reply(reply) if ws => (Rc::new(websocket::reply_message(&reply)), 1),
-            Queueable::Reply(reply) => (Rc::new(reply), 1),
-            Queueable::Payload(payload) if ws => (payload.for_ws(), payload.frames),
-            Queueable::Payload(payload) => (payload.tcp.clone(), payload.frames),
-            Queueable::Raw(bytes) => (bytes, 0),
-        };
-        let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
-        let transport = transport_of(session);
-        match session.outbox.push(chunk, bytes_max) {
-            Queued::Ok => {
-                if is_push {
-                    self.stats.borrow_mut().deliveries[transport] += frames;
-                }
-                if !session.dirty {
-                    session.dirty = true;
-                    state.dirty.push(conn);
-                    self.flush.raise();
-                }
-                true
-            }
-            Queued::Full => {
-                if is_push {
-                    self.stats.borrow_mut().undelivered[crate::metrics::UNDELIVERED_QUEUE_FULL] += frames;
-                }
-                match self.config.limits.slow_consumer_policy {
-                    SlowConsumerPolicy::Close => {
-                        crate::log_info!("shard {}: closing slow consumer {}", self.id, session.key);
-                        state.close(conn, CloseReason::SlowConsumer);
-                        self.flush.raise();
-                    }
-                    SlowConsumerPolicy::Drop => self.count_drop(&session.key, frames),
-                }
-                false
-            }
-        }
-    }
-
-    fn count_drop(&self, key: &str, frames: u64) {
-        let mut stats = self.stats.borrow_mut();
-        stats.dropped_messages += frames;
-        let now = self.started.elapsed().as_secs() + 1;
-        if self.last_drop_log_s.replace(now) != now {
-            crate::log_warn!(
-                "shard {}: outbound queue full, message dropped for {key} ({} dropped so far)",
-                self.id,
-                stats.dropped_messages
-            );
-        }
-    }
-
     /// Closes `conn` for `reason` at the end of the pass.
     pub fn close(&self, conn: ConnRef, reason: CloseReason) {
         self.state.borrow_mut().close(conn, reason);
@@ -567,15 +480,6 @@ impl Shard {
     /// Encodes a push frame once.
     pub fn push_frame(op: i32, body: &[u8]) -> Bytes {
         crate::protocol::frame::encode(crate::protocol::op::PUSH_VERSION, op, 0, body)
-    }
-}
-
-/// The `metrics::TRANSPORTS` index of a session: tcp, ws or wss.
-pub fn transport_of(session: &conns::Session) -> usize {
-    match (session.tls.is_some(), session.ws.is_some()) {
-        (true, _) => 2,
-        (false, true) => 1,
-        (false, false) => 0,
     }
 }
 

@@ -375,7 +375,7 @@ fn write_blocked(shard: &Shard, conn: ConnRef) {
         if session.close_reason.is_some() || !session.write_blocked {
             return;
         }
-        let transport = super::transport_of(session);
+        let transport = super::queue::transport_of(session);
         let mut written = 0;
         let outcome = super::flusher::write_out(session, &mut written);
         shard.stats.borrow_mut().bytes_written[transport] += written;

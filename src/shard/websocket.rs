@@ -2,21 +2,29 @@
 //! frames inside binary (or text) messages, ping/pong and the close
 //! handshake. Everything after the upgrade is the same session as on TCP.
 //!
-//! Owns: turning WebSocket bytes into goim frames for `session`, and goim
-//! pushes into WebSocket messages (`Payload::for_ws`: op 9 around the
-//! batch, built once per shard and shared by every WebSocket member).
-//! Must never: hold a buffer while idle (the decoder keeps nothing between
-//! messages), or write anything before the 101 response.
+//! Owns: turning WebSocket bytes into goim frames for `session` (inflating
+//! compressed messages with the shard's inflater), and goim pushes into
+//! WebSocket messages (`Payload::for_ws_to`: op 9 around the batch, built
+//! once per shard and shared by every WebSocket member; compressed once
+//! per shard too, and shared by every member that negotiated
+//! permessage-deflate).
+//! Must never: hold a buffer or flate state while idle (the decoder keeps
+//! nothing between messages; the deflater and inflater are the shard's),
+//! or write anything before the 101 response.
 
 use super::close::CloseReason;
 use super::conns::ConnRef;
 use super::outbox::Chunk;
 use super::session;
 use super::Shard;
+use crate::config::Switch;
 use crate::protocol::{frame, op};
-use crate::ws::frame::{encode_close, encode_header, encode_pong, opcode, CloseCode, Decoder, Event};
+use crate::ws::deflate::{Deflater, Inflater};
+use crate::ws::extension::Deflate;
+use crate::ws::frame::{self as ws_frame, encode_close, encode_header, encode_pong, opcode, CloseCode, Decoder, Event};
 use crate::ws::handshake::{parse_upgrade, switching_protocols, UpgradeLimits};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::rc::Rc;
 
@@ -25,32 +33,104 @@ pub struct WsState {
     /// The 101 response has gone out.
     pub open: bool,
     pub decoder: Decoder,
+    /// permessage-deflate, when the upgrade negotiated it.
+    pub deflate: Option<Deflate>,
 }
 
 impl WsState {
     /// A connection on the WebSocket port, before its upgrade request.
     pub fn upgrading(message_bytes_max: usize) -> WsState {
-        WsState { open: false, decoder: Decoder::new(message_bytes_max) }
+        WsState { open: false, decoder: Decoder::new(message_bytes_max), deflate: None }
     }
 }
 
+/// The shard's permessage-deflate state, made on first use: one deflater
+/// and one inflater serve every connection (no context takeover either
+/// way), with scratch buffers reused from one message to the next.
+#[derive(Default)]
+pub struct ShardDeflate {
+    deflater: Option<Deflater>,
+    inflater: Option<Inflater>,
+    message: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+/// Scratch larger than this is given back after use.
+const DEFLATE_SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
 /// A pushed chunk of goim frames, as TCP clients get it, plus the
-/// WebSocket message WebSocket clients get, built on first use.
+/// WebSocket messages WebSocket clients get, each built on first use.
 pub struct Payload {
     pub tcp: Chunk,
     pub frames: u64,
     ws: OnceCell<Chunk>,
+    /// The same message compressed (RSV1); `None` when compressing did not pay.
+    ws_deflated: OnceCell<Option<Chunk>>,
 }
 
 impl Payload {
     pub fn new(tcp: Chunk, frames: u64) -> Payload {
-        Payload { tcp, frames, ws: OnceCell::new() }
+        Payload { tcp, frames, ws: OnceCell::new(), ws_deflated: OnceCell::new() }
     }
 
     /// One binary message holding an op-9 frame around every frame of the chunk.
     pub fn for_ws(&self) -> Chunk {
         self.ws.get_or_init(|| Rc::new(raw_message(&self.tcp))).clone()
     }
+
+    /// The message for one WebSocket member: compressed when it negotiated
+    /// permessage-deflate, the message is at least `ws.compression_min_bytes`
+    /// and fits the window it allows, and compressing paid; else `for_ws`.
+    /// Compressed once per shard, whatever the member count.
+    pub fn for_ws_to(&self, shard: &Shard, deflate: Option<&Deflate>) -> Chunk {
+        let inner_bytes = frame::encoded_len(self.tcp.len());
+        let wanted = deflate.is_some_and(|d| d.takes_shared(inner_bytes))
+            && inner_bytes >= shard.config.ws.compression_min_bytes;
+        if wanted {
+            if let Some(compressed) = self.ws_deflated.get_or_init(|| compressed_message(shard, &self.tcp)) {
+                return compressed.clone();
+            }
+        }
+        self.for_ws()
+    }
+}
+
+/// The op-9 message around `frames`, deflated, as one binary frame with
+/// RSV1; `None` (counted) when that is not smaller.
+fn compressed_message(shard: &Shard, frames: &[u8]) -> Option<Chunk> {
+    let mut codec = shard.ws_deflate.borrow_mut();
+    let ShardDeflate { deflater, message, compressed, .. } = &mut *codec;
+    let deflater = deflater.get_or_insert_with(|| Deflater::new(shard.config.ws.compression_level));
+    message.clear();
+    frame::encode_into(message, op::PUSH_VERSION, op::RAW, 0, frames);
+    compressed.clear();
+    let paid = deflater.compress_into(message, compressed);
+    let mut stats = shard.stats.borrow_mut();
+    let result = if paid {
+        stats.compression.messages += 1;
+        stats.compression.bytes_in += message.len() as u64;
+        stats.compression.bytes_out += compressed.len() as u64;
+        let mut out = BytesMut::with_capacity(ws_frame::header_len(compressed.len()) + compressed.len());
+        ws_frame::encode_header_with(&mut out, opcode::BINARY, true, compressed.len());
+        out.put_slice(compressed);
+        Some(Rc::new(out.freeze()))
+    } else {
+        stats.compression.not_paid += 1;
+        None
+    };
+    if message.capacity() > DEFLATE_SCRATCH_KEPT_BYTES {
+        *message = Vec::new();
+        *compressed = Vec::new();
+    }
+    result
+}
+
+/// A compressed client message, inflated within the decoder's message bound.
+fn inflate(shard: &Shard, payload: &[u8], bytes_max: usize) -> Result<Vec<u8>, CloseCode> {
+    let mut codec = shard.ws_deflate.borrow_mut();
+    let inflated = codec.inflater.get_or_insert_with(Inflater::default).inflate(payload, bytes_max)?;
+    shard.stats.borrow_mut().compression.inflated += 1;
+    Ok(inflated)
 }
 
 /// A binary WebSocket message holding one op-9 goim frame whose body is `frames`.
@@ -88,7 +168,8 @@ fn take_state(shard: &Shard, conn: ConnRef) -> Option<WsState> {
     let mut state = shard.state.borrow_mut();
     let session = state.conns.get_mut(conn)?;
     let ws = session.ws.as_mut()?;
-    let taken = WsState { open: ws.open, decoder: std::mem::replace(&mut ws.decoder, Decoder::new(0)) };
+    let decoder = std::mem::replace(&mut ws.decoder, Decoder::new(0));
+    let taken = WsState { open: ws.open, decoder, deflate: ws.deflate };
     Some(taken)
 }
 
@@ -99,6 +180,7 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
             path: shard.config.ws.path.clone(),
             header_bytes_max: shard.config.limits.request_header_bytes_max,
             allowed_origins: shard.config.ws.allowed_origins.clone(),
+            compression: shard.config.ws.compression == Switch::On,
         };
         match parse_upgrade(input, &limits) {
             Ok(None) => return Ok(0),
@@ -113,10 +195,14 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
                 return Err(CloseReason::BadHandshake);
             }
             Ok(Some(upgrade)) => {
-                if !send_now(shard, conn, &switching_protocols(&upgrade.accept)) {
+                if !send_now(shard, conn, &switching_protocols(&upgrade.accept, upgrade.deflate.as_ref())) {
                     return Err(CloseReason::IoError);
                 }
                 ws.open = true;
+                if upgrade.deflate.is_some() {
+                    ws.decoder.allow_compressed();
+                    ws.deflate = upgrade.deflate;
+                }
                 used = upgrade.head_bytes;
             }
         }
@@ -130,6 +216,19 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
                     // goim's server reads text messages as frames too.
                     Event::Text(payload) => goim_frames(shard, conn, payload.as_bytes())?,
                     Event::Ping(payload) => enqueue_control(shard, conn, encode_pong(payload)),
+                    Event::Compressed { opcode, payload } => {
+                        let message = inflate(shard, &payload, ws.decoder.message_bytes_max()).and_then(|inflated| {
+                            match ws_frame::message_event(opcode, Cow::Owned(inflated))? {
+                                Event::Text(text) => Ok(text.into_owned().into_bytes()),
+                                Event::Binary(binary) => Ok(binary.into_owned()),
+                                _ => Err(CloseCode::PROTOCOL_ERROR),
+                            }
+                        });
+                        match message {
+                            Ok(message) => goim_frames(shard, conn, &message)?,
+                            Err(code) => return Err(protocol_error(shard, conn, code)),
+                        }
+                    }
                     Event::Pong | Event::Fragment => {}
                     Event::Close { .. } => {
                         send_now(shard, conn, &encode_close(CloseCode::NORMAL.0, ""));
@@ -138,13 +237,16 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
                 }
                 used += len;
             }
-            Err(code) => {
-                crate::log_debug!("shard {}: WebSocket protocol error {}", shard.id, code.0);
-                send_now(shard, conn, &encode_close(code.0, code.reason()));
-                return Err(CloseReason::BadFrame);
-            }
+            Err(code) => return Err(protocol_error(shard, conn, code)),
         }
     }
+}
+
+/// Closes with `code` (a close frame if it can go now): the connection ends.
+fn protocol_error(shard: &Shard, conn: ConnRef, code: CloseCode) -> CloseReason {
+    crate::log_debug!("shard {}: WebSocket protocol error {}", shard.id, code.0);
+    send_now(shard, conn, &encode_close(code.0, code.reason()));
+    CloseReason::BadFrame
 }
 
 /// Every message must hold whole goim frames.

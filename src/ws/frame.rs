@@ -9,8 +9,10 @@
 //! ```
 //!
 //! Owns: the framing rules, masking, fragment reassembly up to
-//! `message_bytes_max`, UTF-8 checks of text and close reasons, and close
-//! code validity. Must never: allocate or buffer from a declared length
+//! `message_bytes_max`, UTF-8 checks of text and close reasons, close code
+//! validity, and the RSV1 bit of permessage-deflate (allowed on the first
+//! frame of a data message once negotiated, refused everywhere else; the
+//! payload is inflated by the caller, `deflate::Inflater`). Must never: allocate or buffer from a declared length
 //! before checking it against `message_bytes_max`, hold memory between
 //! messages, or panic on any input.
 
@@ -91,6 +93,9 @@ pub enum Event<'a> {
     Pong,
     /// The peer closes; echo a close frame and end the connection.
     Close { code: Option<u16>, reason: &'a str },
+    /// A complete data message sent compressed (RSV1, permessage-deflate):
+    /// inflate it, then read it as `message_event(opcode, inflated)`.
+    Compressed { opcode: u8, payload: Cow<'a, [u8]> },
     /// A non-final fragment was buffered; no message is complete yet.
     Fragment,
 }
@@ -100,6 +105,8 @@ pub enum Event<'a> {
 struct Partial {
     /// `opcode::TEXT` or `opcode::BINARY`, from the first fragment.
     opcode: u8,
+    /// The first fragment had RSV1 set: the whole message is compressed.
+    compressed: bool,
     payload: Vec<u8>,
 }
 
@@ -114,11 +121,23 @@ struct Partial {
 pub struct Decoder {
     message_bytes_max: usize,
     partial: Option<Partial>,
+    /// permessage-deflate was negotiated: RSV1 may mark a compressed message.
+    deflate: bool,
 }
 
 impl Decoder {
     pub fn new(message_bytes_max: usize) -> Self {
-        Decoder { message_bytes_max, partial: None }
+        Decoder { message_bytes_max, partial: None, deflate: false }
+    }
+
+    /// After the upgrade negotiated permessage-deflate.
+    pub fn allow_compressed(&mut self) {
+        self.deflate = true;
+    }
+
+    /// The bound on a whole message (an inflated one included).
+    pub fn message_bytes_max(&self) -> usize {
+        self.message_bytes_max
     }
 
     /// The most input bytes one frame can take: a read buffer this large
@@ -169,11 +188,17 @@ impl Decoder {
             return Ok(None);
         };
         let fin = first & 0x80 != 0;
-        // No extension is negotiated, so no RSV bit may be set.
-        if first & 0x70 != 0 {
+        let compressed = first & 0x40 != 0;
+        // RSV2 and RSV3 belong to no extension we negotiate; RSV1 only to
+        // permessage-deflate, and only on a message's first frame (RFC 7692
+        // section 6: never on control frames or continuations).
+        if first & 0x30 != 0 || (compressed && !self.deflate) {
             return Err(CloseCode::PROTOCOL_ERROR);
         }
         let opcode = first & 0x0F;
+        if compressed && !matches!(opcode, opcode::TEXT | opcode::BINARY) {
+            return Err(CloseCode::PROTOCOL_ERROR);
+        }
         let is_control = match opcode {
             opcode::CONTINUATION | opcode::TEXT | opcode::BINARY => false,
             opcode::CLOSE | opcode::PING | opcode::PONG => true,
@@ -232,7 +257,7 @@ impl Decoder {
             return Ok(None);
         };
         let mask = [mask[0], mask[1], mask[2], mask[3]];
-        Ok(Some(Header { fin, opcode, payload_len, mask, header_bytes: mask_at + 4 }))
+        Ok(Some(Header { fin, compressed, opcode, payload_len, mask, header_bytes: mask_at + 4 }))
     }
 
     /// Turns a text, binary or continuation frame into an event.
@@ -247,15 +272,22 @@ impl Decoder {
             if !header.fin {
                 return Ok(Event::Fragment);
             }
-            let Some(Partial { opcode, payload }) = self.partial.take() else {
+            let Some(Partial { opcode, compressed, payload }) = self.partial.take() else {
                 return Err(CloseCode::PROTOCOL_ERROR);
             };
+            if compressed {
+                return Ok(Event::Compressed { opcode, payload: Cow::Owned(payload) });
+            }
             return message_event(opcode, Cow::Owned(payload));
         }
         if !header.fin {
             // Sized from this fragment only, never from the limit.
-            self.partial = Some(Partial { opcode: header.opcode, payload: payload.to_vec() });
+            let partial = Partial { opcode: header.opcode, compressed: header.compressed, payload: payload.to_vec() };
+            self.partial = Some(partial);
             return Ok(Event::Fragment);
+        }
+        if header.compressed {
+            return Ok(Event::Compressed { opcode: header.opcode, payload: Cow::Borrowed(payload) });
         }
         message_event(header.opcode, Cow::Borrowed(payload))
     }
@@ -264,13 +296,15 @@ impl Decoder {
 #[derive(Debug, Clone, Copy)]
 struct Header {
     fin: bool,
+    compressed: bool,
     opcode: u8,
     payload_len: usize,
     mask: [u8; 4],
     header_bytes: usize,
 }
 
-fn message_event(opcode: u8, payload: Cow<'_, [u8]>) -> Result<Event<'_>, CloseCode> {
+/// A whole data message as its event: binary as it is, text UTF-8 checked.
+pub fn message_event(opcode: u8, payload: Cow<'_, [u8]>) -> Result<Event<'_>, CloseCode> {
     if opcode == opcode::BINARY {
         return Ok(Event::Binary(payload));
     }
@@ -323,7 +357,13 @@ pub fn header_len(payload_len: usize) -> usize {
 /// Appends a server frame header: FIN set, unmasked, minimal length form.
 /// The payload follows it unchanged.
 pub fn encode_header(out: &mut impl BufMut, opcode: u8, payload_len: usize) {
-    out.put_u8(0x80 | (opcode & 0x0F));
+    encode_header_with(out, opcode, false, payload_len)
+}
+
+/// As `encode_header`, with RSV1 set when `compressed` (a permessage-deflate
+/// payload follows).
+pub fn encode_header_with(out: &mut impl BufMut, opcode: u8, compressed: bool, payload_len: usize) {
+    out.put_u8(0x80 | if compressed { 0x40 } else { 0 } | (opcode & 0x0F));
     match payload_len {
         0..=125 => out.put_u8(payload_len as u8),
         126..=0xFFFF => {

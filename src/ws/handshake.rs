@@ -4,9 +4,11 @@
 //!
 //! Owns: the rules for accepting an upgrade on the WS port. Must never: read
 //! past `header_bytes_max` bytes of a head, allocate from a client-supplied
-//! length, or panic on any input. No subprotocol and no extension is ever
-//! negotiated (goim negotiates none).
+//! length, or panic on any input. No subprotocol is negotiated (goim
+//! negotiates none); the one extension is permessage-deflate, when
+//! `compression` is on and the client offers it (`extension`).
 
+use super::extension::{self, Deflate};
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
@@ -33,11 +35,18 @@ pub struct UpgradeLimits {
     /// (ASCII case-insensitive). A missing `Origin` is always allowed:
     /// non-browser clients (goim's SDKs) send none, and browsers always do.
     pub allowed_origins: Vec<String>,
+    /// Accept a permessage-deflate offer (`ws.compression = "on"`).
+    pub compression: bool,
 }
 
 impl Default for UpgradeLimits {
     fn default() -> Self {
-        UpgradeLimits { path: "/sub".to_string(), header_bytes_max: 8192, allowed_origins: Vec::new() }
+        UpgradeLimits {
+            path: "/sub".to_string(),
+            header_bytes_max: 8192,
+            allowed_origins: Vec::new(),
+            compression: false,
+        }
     }
 }
 
@@ -48,6 +57,8 @@ pub struct Upgrade {
     pub head_bytes: usize,
     /// The `Sec-WebSocket-Accept` value for `switching_protocols`.
     pub accept: String,
+    /// The permessage-deflate offer accepted, if any.
+    pub deflate: Option<Deflate>,
 }
 
 /// A refused upgrade: the caller writes `response()` and closes.
@@ -141,6 +152,8 @@ pub fn parse_upgrade(input: &[u8], config: &UpgradeLimits) -> Result<Option<Upgr
     let mut version: Option<&[u8]> = None;
     let mut key: Option<&[u8]> = None;
     let mut origin: Option<&[u8]> = None;
+    let mut extension_offers: [&[u8]; 8] = [&[]; 8];
+    let mut extension_lines = 0;
     for header in request.headers.iter() {
         let name = header.name;
         let value = trim(header.value);
@@ -159,6 +172,13 @@ pub fn parse_upgrade(input: &[u8], config: &UpgradeLimits) -> Result<Option<Upgr
             set_once(&mut key, value)?;
         } else if name.eq_ignore_ascii_case("origin") {
             set_once(&mut origin, value)?;
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            // A list that may span lines; past eight lines the rest is
+            // ignored (declining is always allowed).
+            if let Some(slot) = extension_offers.get_mut(extension_lines) {
+                *slot = value;
+                extension_lines += 1;
+            }
         }
     }
 
@@ -188,7 +208,11 @@ pub fn parse_upgrade(input: &[u8], config: &UpgradeLimits) -> Result<Option<Upgr
     }
     // A valid key is 24 base64 characters, hence ASCII.
     let key = std::str::from_utf8(key).map_err(|_| MALFORMED)?;
-    Ok(Some(Upgrade { head_bytes, accept: accept_key(key) }))
+    let deflate = match config.compression {
+        true => extension::negotiate(extension_offers[..extension_lines].iter().copied()),
+        false => None,
+    };
+    Ok(Some(Upgrade { head_bytes, accept: accept_key(key), deflate }))
 }
 
 /// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key + GUID)).
@@ -199,15 +223,20 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
 }
 
-/// The 101 response that completes an accepted upgrade.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+/// The 101 response that completes an accepted upgrade, with the
+/// extension answer when one was negotiated.
+pub fn switching_protocols(accept: &str, deflate: Option<&Deflate>) -> Vec<u8> {
     const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
     const ACCEPT: &[u8] = b"Sec-WebSocket-Accept: ";
-    let mut out = Vec::with_capacity(HEAD.len() + ACCEPT.len() + accept.len() + 4);
+    let mut out = Vec::with_capacity(HEAD.len() + ACCEPT.len() + accept.len() + 128);
     out.extend_from_slice(HEAD);
     out.extend_from_slice(ACCEPT);
     out.extend_from_slice(accept.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(deflate) = deflate {
+        out.extend_from_slice(deflate.response_header().as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
     out
 }
 
@@ -300,7 +329,7 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
     #[test]
     fn switching_protocols_is_the_exact_101_response() {
         assert_eq!(
-            switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None),
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
                 .to_vec()

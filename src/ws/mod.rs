@@ -19,5 +19,7 @@
 //! frame per call → goim frames out of each binary message; server pushes go
 //! out through `frame::encode_header` + payload.
 
+pub mod deflate;
+pub mod extension;
 pub mod frame;
 pub mod handshake;

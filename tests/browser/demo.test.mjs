@@ -266,6 +266,31 @@ describe('demo page in Chromium against corecast', { timeout: 180_000 }, () => {
     });
   });
 
+  it('the browser negotiated permessage-deflate on its own: a long push arrives whole and went out compressed', async () => {
+    const scrape = async (name) => {
+      const text = await (await fetch(`http://${server.http}/metrics`, { signal: AbortSignal.timeout(WAIT_MS) })).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return line ? Number(line.split(' ')[1]) : 0;
+    };
+    const before = await scrape('corecast_ws_compressed_messages_total');
+    const gifts = Array.from({ length: 14 }, (_, i) => `{"user":"viewer${i}","gift":"rose","count":${i}}`);
+    const text = `[${gifts.join(',')}] ${Date.now()}`;
+    assert.ok(text.length > 500);
+    assert.equal((await pushRoom(server, text)).json.code, 0);
+    await withPageState(pages, async () => {
+      // waitMessage resolves with the page's message count once `text` is shown.
+      assert.equal(await waitMessage(pages[0], text), 4);
+      assert.equal(await waitMessage(pages[1], text), 2);
+    });
+    const deadline = Date.now() + WAIT_MS;
+    let after = before;
+    while (after <= before && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      after = await scrape('corecast_ws_compressed_messages_total');
+    }
+    assert.ok(after > before, `corecast_ws_compressed_messages_total went from ${before} to ${after}`);
+  });
+
   it('positions: the page loses its connection while pushes continue, recovers, shows every message once, in order', async (t) => {
     // A room of its own, and a known key: a newer connection with the same
     // key replaces (closes) the page's, and the page's reconnect replaces that

@@ -16,6 +16,8 @@ pub const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// One WebSocket message from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The opcode with the RSV bits of the first byte: 0x02 is a plain
+    /// binary message, 0x42 a compressed one (RSV1, permessage-deflate).
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -67,11 +69,19 @@ pub fn raw_upgrade(addr: SocketAddr, request: &[u8]) -> (TcpStream, String) {
 impl WsClient {
     /// Connects and upgrades; asserts the 101 and its accept key.
     pub fn connect(addr: SocketAddr) -> WsClient {
-        let (stream, head) = raw_upgrade(addr, &upgrade_request(addr, "/sub", &standard_headers()));
+        WsClient::connect_with(addr, &[]).0
+    }
+
+    /// Connects and upgrades with extra request headers; asserts the 101
+    /// and returns the response head too.
+    pub fn connect_with(addr: SocketAddr, extra_headers: &[&str]) -> (WsClient, String) {
+        let mut headers = standard_headers();
+        headers.extend_from_slice(extra_headers);
+        let (stream, head) = raw_upgrade(addr, &upgrade_request(addr, "/sub", &headers));
         assert!(head.starts_with("HTTP/1.1 101"), "upgrade answered {head:?}");
         assert!(head.contains(&format!("Sec-WebSocket-Accept: {SAMPLE_ACCEPT}\r\n")), "accept key in {head:?}");
         stream.set_nodelay(true).expect("nodelay");
-        WsClient { stream, buf: Vec::new(), frames: VecDeque::new(), mask: [0x37, 0xfa, 0x21, 0x3d] }
+        (WsClient { stream, buf: Vec::new(), frames: VecDeque::new(), mask: [0x37, 0xfa, 0x21, 0x3d] }, head)
     }
 
     /// Connects, upgrades and authenticates (asserting the op-8 reply).
@@ -85,7 +95,12 @@ impl WsClient {
 
     /// Sends one client frame: FIN as given, masked unless `masked` is false.
     pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8], masked: bool) {
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        self.send_frame_first_byte((if fin { 0x80 } else { 0 }) | opcode, payload, masked);
+    }
+
+    /// Sends one client frame whose first byte (FIN, RSV bits, opcode) is given.
+    pub fn send_frame_first_byte(&mut self, first_byte: u8, payload: &[u8], masked: bool) {
+        let mut out = vec![first_byte];
         let mask_bit = if masked { 0x80 } else { 0 };
         match payload.len() {
             n if n < 126 => out.push(mask_bit | n as u8),
@@ -200,13 +215,22 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Message, usize)> {
     if buf.len() < start + len {
         return None;
     }
-    Some((Message { opcode: buf[0] & 0x0f, payload: buf[start..start + len].to_vec() }, start + len))
+    Some((Message { opcode: buf[0] & 0x7f, payload: buf[start..start + len].to_vec() }, start + len))
 }
 
 /// Runs tests/ws_conformance.py (Python `websockets`, an independent client
 /// library) against `ws_url`; `ca_file` verifies a WSS certificate.
 pub fn python_conformance(ws_url: &str, http: SocketAddr, ca_file: Option<&str>) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_conformance.py");
+    run_python("ws_conformance.py", "conformance ok", ws_url, http, ca_file);
+}
+
+/// Runs tests/ws_deflate.py (Python `websockets` with permessage-deflate).
+pub fn python_deflate(ws_url: &str, http: SocketAddr, ca_file: Option<&str>) {
+    run_python("ws_deflate.py", "deflate ok", ws_url, http, ca_file);
+}
+
+fn run_python(script: &str, ok: &str, ws_url: &str, http: SocketAddr, ca_file: Option<&str>) {
+    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut command = std::process::Command::new(super::python());
     command.arg(script).arg(ws_url).arg(format!("http://{http}"));
     if let Some(ca_file) = ca_file {
@@ -215,5 +239,5 @@ pub fn python_conformance(ws_url: &str, http: SocketAddr, ca_file: Option<&str>)
     let output = command.output().expect("run python3 (scripts/install-test-deps.sh installs websockets)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stdout.contains("conformance ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(output.status.success() && stdout.contains(ok), "stdout:\n{stdout}\nstderr:\n{stderr}");
 }

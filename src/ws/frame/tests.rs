@@ -25,6 +25,7 @@ enum Owned {
     Pong,
     Close(Option<u16>, String),
     Fragment,
+    Compressed(u8, Vec<u8>),
 }
 
 fn own(event: Event<'_>) -> Owned {
@@ -35,6 +36,7 @@ fn own(event: Event<'_>) -> Owned {
         Event::Pong => Owned::Pong,
         Event::Close { code, reason } => Owned::Close(code, reason.to_string()),
         Event::Fragment => Owned::Fragment,
+        Event::Compressed { opcode, payload } => Owned::Compressed(opcode, payload.into_owned()),
     }
 }
 
@@ -270,6 +272,29 @@ fn rsv_bits_are_1002() {
     for rsv in [0x40, 0x20, 0x10, 0x70] {
         assert_eq!(error(&client_frame(0x82 | rsv, b"x")), CloseCode::PROTOCOL_ERROR, "rsv {rsv:#x}");
     }
+}
+
+#[test]
+fn rsv1_marks_a_compressed_message_once_deflate_is_negotiated() {
+    let mut decoder = Decoder::new(MAX);
+    decoder.allow_compressed();
+    let (events, error, _) = decode_all(&mut decoder, &client_frame(0xC2, b"zz"));
+    assert_eq!((events, error), (vec![Owned::Compressed(opcode::BINARY, b"zz".to_vec())], None));
+    // Fragmented: RSV1 on the first frame only; the message is compressed whole.
+    let mut stream = client_frame(0x41, b"ab");
+    stream.extend(client_frame(0x80, b"cd"));
+    let (events, error, _) = decode_all(&mut decoder, &stream);
+    assert_eq!((events, error), (vec![Owned::Fragment, Owned::Compressed(opcode::TEXT, b"abcd".to_vec())], None));
+    // Never on a continuation or a control frame, never RSV2/RSV3.
+    for bad in [vec![client_frame(0x41, b"ab"), client_frame(0xC0, b"cd")], vec![client_frame(0xC9, b"")]] {
+        let mut decoder = Decoder::new(MAX);
+        decoder.allow_compressed();
+        let (_, error, _) = decode_all(&mut decoder, &bad.concat());
+        assert_eq!(error, Some(CloseCode::PROTOCOL_ERROR));
+    }
+    let mut decoder = Decoder::new(MAX);
+    decoder.allow_compressed();
+    assert_eq!(decode_all(&mut decoder, &client_frame(0xA2, b"x")).1, Some(CloseCode::PROTOCOL_ERROR));
 }
 
 #[test]
