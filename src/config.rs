@@ -94,6 +94,10 @@ pub struct WsSection {
     pub compression_min_bytes: usize,
     /// zlib level, 1 (fastest) to 9 (smallest).
     pub compression_level: u32,
+    /// Compress a push again for every member instead of once per shard:
+    /// the naive way, for scripts/bench-deflate.sh to measure what sharing
+    /// buys. Never faster; leave it off.
+    pub compression_per_member: bool,
 }
 
 impl Default for WsSection {
@@ -105,6 +109,7 @@ impl Default for WsSection {
             compression: Switch::On,
             compression_min_bytes: 256,
             compression_level: 1,
+            compression_per_member: false,
         }
     }
 }

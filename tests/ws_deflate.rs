@@ -81,7 +81,10 @@ fn counter(server: &Server, name: &str, at_least: u64) -> u64 {
 
 #[test]
 fn one_push_is_compressed_once_and_every_member_that_negotiated_gets_the_same_bytes() {
-    let server = Server::start();
+    // One shard: every member is on it, so "once per shard" is exactly once.
+    let mut config = ServerConfig::default();
+    config.set("server", "shards", 1);
+    let server = Server::start_with(&config);
     let (mut a, head_a) = member(&server, Some(OFFER), "deflate-a", "live://deflate");
     let (mut b, head_b) = member(&server, Some(OFFER), "deflate-b", "live://deflate");
     let (mut plain, head_plain) = member(&server, None, "deflate-plain", "live://deflate");
@@ -98,17 +101,26 @@ fn one_push_is_compressed_once_and_every_member_that_negotiated_gets_the_same_by
     let from_plain = message(&mut plain);
     assert_eq!(from_plain, Message { opcode: 0x02, payload: op9(&body) }, "today's bytes exactly");
 
+    // A message past the 32 KiB window (a big push, or a batch of many) is
+    // compressed too: these members allow the full window.
+    let big = gifts(40 * 1024);
+    server.push_room(1000, "live", "deflate", &big);
+    let (big_a, big_b) = (message(&mut a), message(&mut b));
+    assert_eq!((big_a.opcode, big_a == big_b), (0x42, true), "compressed and shared");
+    assert_eq!(inflate(&big_a.payload), op9(&big));
+    assert_eq!(message(&mut plain).payload, op9(&big));
+
     // Below ws.compression_min_bytes (256) a push goes plain to everyone.
     server.push_room(1000, "live", "deflate", b"{\"small\":1}");
     assert_eq!(message(&mut a), Message { opcode: 0x02, payload: op9(b"{\"small\":1}") });
 
-    let compressed = counter(&server, "corecast_ws_compressed_messages_total", 1);
-    assert!(compressed <= 2, "once per shard with members (2 shards at most), not per member: {compressed}");
+    // Two pushes compressed, once each for the two members.
+    assert_eq!(counter(&server, "corecast_ws_compressed_messages_total", 2), 2);
     let text = server.http("GET", "/metrics", b"").body_str();
     let bytes_in = metric(&text, "corecast_ws_compression_in_bytes_total").expect("in bytes");
     let bytes_out = metric(&text, "corecast_ws_compression_out_bytes_total").expect("out bytes");
-    assert_eq!(bytes_in, compressed * op9(&body).len() as u64);
-    assert_eq!(bytes_out, compressed * from_a.payload.len() as u64);
+    assert_eq!(bytes_in, (op9(&body).len() + op9(&big).len()) as u64);
+    assert_eq!(bytes_out, (from_a.payload.len() + big_a.payload.len()) as u64);
 }
 
 #[test]

@@ -5,7 +5,8 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["busy-poll", "websocket", "json", "batch", "child", "quiet", "help"];
+const SWITCHES: &[&str] =
+    &["busy-poll", "websocket", "deflate", "body-json", "json", "batch", "child", "quiet", "help"];
 
 pub struct Args {
     values: BTreeMap<String, String>,

@@ -28,6 +28,8 @@ pub struct Plan {
     pub busy_poll: bool,
     /// Members speak goim over WebSocket.
     pub websocket: bool,
+    /// WebSocket members offer permessage-deflate.
+    pub deflate: bool,
     /// After sending stops: how long to wait for members to get everything.
     pub wait_ns: u64,
     pub settle_ms: u64,
@@ -85,6 +87,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         rcvbuf: plan.rcvbuf,
         busy_poll: plan.busy_poll,
         websocket: plan.websocket,
+        deflate: plan.deflate,
     };
     let shared = Arc::new(Shared::default());
     // Member i goes to thread i % threads, in room (i % rooms) + 1.
@@ -189,6 +192,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     let (mut first_recv, mut last_recv, mut min_lat, mut max_lat) = (u64::MAX, 0u64, u64::MAX, 0u64);
     let (mut first_connect, mut last_auth, mut authed_members) = (u64::MAX, 0u64, 0u64);
     let mut errors: Vec<String> = pubs.errors.clone();
+    let (mut wire_bytes, mut compressed_messages) = (0u64, 0u64);
     for (t, r) in results.iter().enumerate() {
         latency.add(&r.latency).ok();
         if r.first_recv_ns != 0 {
@@ -198,6 +202,8 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         min_lat = min_lat.min(r.min_latency_ns);
         max_lat = max_lat.max(r.max_latency_ns);
         foreign += r.foreign_frames;
+        wire_bytes += r.wire_bytes;
+        compressed_messages += r.compressed_messages;
         if r.first_connect_ns != 0 {
             first_connect = first_connect.min(r.first_connect_ns);
         }
@@ -279,6 +285,9 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         .int("members_incomplete", incomplete)
         .int("members_closed", lost)
         .int("foreign_frames", foreign)
+        .int("wire_bytes", wire_bytes)
+        .num("wire_bytes_per_delivery", wire_bytes as f64 / delivered.max(1) as f64)
+        .int("compressed_messages", compressed_messages)
         .bool("complete", complete)
         .num("window_s", window_s)
         .num("drain_ms", last_recv.saturating_sub(pubs.send_end_ns) as f64 / 1e6)

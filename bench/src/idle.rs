@@ -32,6 +32,8 @@ pub struct IdleOpts {
     pub connect_timeout_s: u64,
     /// Speak goim over WebSocket (`--tcp` is then the WebSocket address).
     pub websocket: bool,
+    /// WebSocket: offer permessage-deflate.
+    pub deflate: bool,
 }
 
 struct Settled {
@@ -81,6 +83,7 @@ impl Pool {
             rcvbuf: 0,
             busy_poll: false,
             websocket: opts.websocket,
+            deflate: opts.deflate,
         };
         let shared = Arc::new(Shared::default());
         let handle = members::spawn(specs, cfg, shared.clone());
@@ -167,6 +170,7 @@ pub fn run(opts: &IdleOpts) -> Result<Report, String> {
                 .args(["--connect-window", &(opts.window / procs).max(1).to_string()])
                 .args(["--connect-timeout-s", &opts.connect_timeout_s.to_string()])
                 .args(if opts.websocket { &["--websocket"][..] } else { &[][..] })
+                .args(if opts.deflate { &["--deflate"][..] } else { &[][..] })
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

@@ -31,11 +31,12 @@ common flags:
 
 idle        hold N authenticated, heartbeating connections (scenario 1)
   --conns N (2000)  --rooms R (1000)  --procs K (1)  --hold-s S (5)  --settle-ms MS (1000)
-  --websocket (goim over WebSocket; --tcp is then the WebSocket address)
+  --websocket (goim over WebSocket; --tcp is then the WebSocket address)  --deflate (offer permessage-deflate)
 
 fanout      room pushes to members (scenarios 2, 3, 4)
   --members-per-room C (1000)  --rooms R (1)  --rate PUSHES_PER_S (0 = saturate)
   --publishers P (8)  --pipeline N (16)  --batch  --duration-s S (10)  --body-bytes B (64)
+  --websocket  --deflate (as for idle)  --body-json (chat-like JSON after the 20-byte header)
   --recv-threads T (1)  --wait-s S (5)  --settle-ms MS (300)  --rcvbuf BYTES (0 = kernel)  --busy-poll
   --also-tcp A,B (members spread over --tcp and these: cluster nodes)
   --also-server-pids P,Q (their CPU, and nats-server's, counted as the server's)
@@ -140,6 +141,7 @@ fn cmd_idle(a: &Args) -> Outcome {
         server_pid: c.server_pid,
         connect_timeout_s: c.connect_timeout_s,
         websocket: a.flag("websocket"),
+        deflate: a.flag("deflate"),
     };
     let child = a.flag("child");
     let offset: usize = a.get("offset", 0)?;
@@ -175,7 +177,8 @@ fn plan(
         window: c.window,
         rcvbuf: a.get("rcvbuf", 0)?,
         busy_poll: a.flag("busy-poll"),
-        websocket: false,
+        websocket: a.flag("websocket"),
+        deflate: a.flag("deflate"),
         wait_ns: (a.get("wait-s", default_wait_s)? * 1e9) as u64,
         settle_ms: a.get("settle-ms", 300)?,
         server_pid: c.server_pid,
@@ -239,6 +242,7 @@ fn cmd_fanout(a: &Args) -> Outcome {
         duration_ns: (a.get("duration-s", 10.0)? * 1e9) as u64,
         max_pushes: a.get("max-pushes", 0)?,
         body_bytes: body_bytes(a)?,
+        body_json: a.flag("body-json"),
         op: a.get("op", 1000)?,
         drain_ns: 5_000_000_000,
     };
@@ -267,6 +271,7 @@ fn cmd_api(a: &Args) -> Outcome {
         duration_ns: (a.get("duration-s", 10.0)? * 1e9) as u64,
         max_pushes: 0,
         body_bytes: body_bytes(a)?,
+        body_json: false,
         op: 1000,
         drain_ns: 5_000_000_000,
     };
@@ -293,6 +298,7 @@ fn cmd_broadcast(a: &Args) -> Outcome {
         duration_ns: 60_000_000_000,
         max_pushes: 1,
         body_bytes: body_bytes(a)?,
+        body_json: false,
         op: 1000,
         drain_ns: 60_000_000_000,
     };

@@ -50,6 +50,8 @@ pub struct PoolConfig {
     pub busy_poll: bool,
     /// goim over WebSocket: upgrade first, frames in masked binary messages.
     pub websocket: bool,
+    /// WebSocket only: offer permessage-deflate; compressed messages are inflated.
+    pub deflate: bool,
 }
 
 pub struct MemberSpec {
@@ -102,6 +104,10 @@ pub struct ThreadResult {
     pub hb_sent: u64,
     pub hb_replies: u64,
     pub foreign_frames: u64,
+    /// Bytes read from member sockets after their auth replies.
+    pub wire_bytes: u64,
+    /// WebSocket messages that came compressed (RSV1).
+    pub compressed_messages: u64,
     pub errors: Vec<String>,
 }
 
@@ -126,6 +132,11 @@ struct Member {
 }
 
 struct Stats {
+    wire_bytes: u64,
+    compressed_messages: u64,
+    /// permessage-deflate: one inflater per thread, reset per message.
+    inflater: Option<flate2::Decompress>,
+    inflated: Vec<u8>,
     latency: Histogram<u64>,
     delivered: u64,
     first_recv_ns: u64,
@@ -187,6 +198,10 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
         })
         .collect();
     let mut st = Stats {
+        wire_bytes: 0,
+        compressed_messages: 0,
+        inflater: None,
+        inflated: Vec::new(),
         latency: new_histogram(),
         delivered: 0,
         first_recv_ns: 0,
@@ -281,7 +296,7 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
                         continue;
                     }
                     let auth = if cfg.websocket {
-                        let mut bytes = UPGRADE.to_vec();
+                        let mut bytes = if cfg.deflate { UPGRADE_DEFLATE.to_vec() } else { UPGRADE.to_vec() };
                         bytes.extend(ws_message(&auth_frame(&specs[i], &cfg.accepts)));
                         bytes
                     } else {
@@ -305,6 +320,9 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
                             Io::Done(r) => {
                                 let now = sys::now_ns();
                                 let m = &mut members[i];
+                                if m.state == READY {
+                                    st.wire_bytes += r as u64;
+                                }
                                 let parsed = if cfg.websocket {
                                     on_ws_data(&mut st, m, &buf[..r], now)
                                 } else {
@@ -411,6 +429,8 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
         hb_sent,
         hb_replies: st.hb_replies,
         foreign_frames: st.foreign_frames,
+        wire_bytes: st.wire_bytes,
+        compressed_messages: st.compressed_messages,
         errors,
     }
 }
@@ -418,6 +438,30 @@ fn run(specs: Vec<MemberSpec>, cfg: PoolConfig, shared: Arc<Shared>) -> ThreadRe
 /// The WebSocket upgrade request every member sends.
 const UPGRADE: &[u8] = b"GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// The same, offering permessage-deflate as browsers do.
+const UPGRADE_DEFLATE: &[u8] = b"GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+/// A permessage-deflate payload inflated (RFC 7692: the sync tail appended).
+fn inflate<'a>(st: &'a mut Stats, payload: &[u8]) -> Result<&'a [u8], String> {
+    let inflater = st.inflater.get_or_insert_with(|| flate2::Decompress::new(false));
+    inflater.reset(false);
+    st.inflated.clear();
+    st.inflated.reserve(FRAME_MAX * 2);
+    for input in [payload, &[0, 0, 0xff, 0xff][..]] {
+        let before = inflater.total_in();
+        inflater
+            .decompress_vec(input, &mut st.inflated, flate2::FlushDecompress::Sync)
+            .map_err(|e| format!("inflate: {e}"))?;
+        if (inflater.total_in() - before) as usize != input.len() {
+            return Err("compressed message inflates past the bench's buffer".into());
+        }
+    }
+    st.compressed_messages += 1;
+    Ok(&st.inflated)
+}
 
 /// One goim frame as a masked binary client message (an all-zero mask: the
 /// bytes stay as they are, which RFC 6455 allows).
@@ -469,7 +513,12 @@ fn on_ws_data(st: &mut Stats, m: &mut Member, data: &[u8], now: u64) -> Result<u
             break;
         }
         let payload = &raw[pos + header..pos + header + len];
+        let compressed = raw[pos] & 0x40 != 0;
         match opcode {
+            2 if compressed => {
+                let inflated = inflate(st, payload)?.to_vec();
+                auths += on_data(st, m, &inflated, now)?
+            }
             2 => auths += on_data(st, m, payload, now)?,
             8 => return Err("WebSocket close from server".into()),
             _ => {}

@@ -57,6 +57,9 @@ pub struct PubConfig {
     /// Stop after this many requests in total (0 = no limit).
     pub max_pushes: u64,
     pub body_bytes: usize,
+    /// Fill the body after its 20-byte header with chat-like JSON (as live
+    /// rooms carry) instead of a repeating alphabet.
+    pub body_json: bool,
     pub op: i32,
     /// How long to wait for responses still in flight after sending stops.
     pub drain_ns: u64,
@@ -181,8 +184,13 @@ fn run(cfg: PubConfig, shared: Arc<PubShared>) -> Result<PubResult, String> {
         None
     };
     let mut body = vec![0u8; cfg.body_bytes];
-    for (i, b) in body.iter_mut().enumerate().skip(20) {
-        *b = b'a' + (i % 26) as u8;
+    if cfg.body_json {
+        let json = chat_json(cfg.body_bytes);
+        body[20..].copy_from_slice(&json.as_bytes()[..cfg.body_bytes - 20]);
+    } else {
+        for (i, b) in body.iter_mut().enumerate().skip(20) {
+            *b = b'a' + (i % 26) as u8;
+        }
     }
     let mut rtt = new_histogram();
     let mut errors: Vec<String> = Vec::new();
@@ -450,4 +458,32 @@ fn read_responses(
     }
     c.in_start = end;
     closed
+}
+
+/// Chat and gift events as a live room carries them, at least `bytes` long:
+/// varied names, texts and numbers, the same keys over and over.
+fn chat_json(bytes: usize) -> String {
+    const GIFTS: [&str; 6] = ["rose", "rocket", "heart", "crown", "lollipop", "fireworks"];
+    const TEXTS: [&str; 6] =
+        ["hello everyone!", "that was amazing", "gg", "when is the next stream?", "lol", "first time here"];
+    let mut out = String::from("[");
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    while out.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let (user, pick, count) = (x % 100_000, (x >> 20) as usize % 6, (x >> 40) % 99 + 1);
+        if x & 1 == 0 {
+            out.push_str(&format!(
+                r#"{{"type":"gift","uid":{user},"name":"viewer{user}","gift":"{}","count":{count}}},"#,
+                GIFTS[pick]
+            ));
+        } else {
+            out.push_str(&format!(
+                r#"{{"type":"chat","uid":{user},"name":"viewer{user}","text":"{}","level":{count}}},"#,
+                TEXTS[pick]
+            ));
+        }
+    }
+    out
 }

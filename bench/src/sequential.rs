@@ -202,6 +202,7 @@ pub fn run(o: &SeqOpts) -> Result<Report, String> {
         rcvbuf: 0,
         busy_poll: false,
         websocket: false,
+        deflate: false,
     };
     let specs: Vec<MemberSpec> = (0..o.members)
         .map(|i| MemberSpec { mid: i as u64 + 1, room: o.room, key: String::new(), src: Some(sys::source_ip(i)) })

@@ -86,7 +86,11 @@ impl Payload {
         let inner_bytes = frame::encoded_len(self.tcp.len());
         let wanted = deflate.is_some_and(|d| d.takes_shared(inner_bytes))
             && inner_bytes >= shard.config.ws.compression_min_bytes;
-        if wanted {
+        if wanted && shard.config.ws.compression_per_member {
+            if let Some(compressed) = compressed_message(shard, &self.tcp) {
+                return compressed;
+            }
+        } else if wanted {
             if let Some(compressed) = self.ws_deflated.get_or_init(|| compressed_message(shard, &self.tcp)) {
                 return compressed.clone();
             }

@@ -35,7 +35,9 @@ impl Deflate {
     /// Whether a message of `message_bytes` may go to this client in the
     /// payload compressed once for everyone (see `server_window_bits`).
     pub fn takes_shared(&self, message_bytes: usize) -> bool {
-        message_bytes <= 1usize << self.server_window_bits
+        // The deflater's own window is 2^15: a client that allows that
+        // takes any message.
+        self.server_window_bits >= WINDOW_BITS_MAX || message_bytes <= 1usize << self.server_window_bits
     }
 
     /// The `Sec-WebSocket-Extensions` line of the 101 response, CRLF included.
@@ -146,6 +148,7 @@ mod tests {
     fn the_browser_offer_is_accepted_with_both_no_context_takeovers() {
         let deflate = offer("permessage-deflate; client_max_window_bits").unwrap();
         assert_eq!(deflate.server_window_bits, 15);
+        assert!(deflate.takes_shared(1 << 20), "any message when the full window is allowed");
         assert_eq!(
             deflate.response_header(),
             "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
