@@ -184,8 +184,11 @@ fn run(cfg: PubConfig, shared: Arc<PubShared>) -> Result<PubResult, String> {
         None
     };
     let mut body = vec![0u8; cfg.body_bytes];
+    // JSON bodies: each push takes another window of a long run of events,
+    // so that pushes differ as a room's do (batches of identical pushes
+    // would compress far better than real traffic).
+    let json = if cfg.body_json { chat_json(cfg.body_bytes * 64) } else { String::new() };
     if cfg.body_json {
-        let json = chat_json(cfg.body_bytes);
         body[20..].copy_from_slice(&json.as_bytes()[..cfg.body_bytes - 20]);
     } else {
         for (i, b) in body.iter_mut().enumerate().skip(20) {
@@ -210,6 +213,11 @@ fn run(cfg: PubConfig, shared: Arc<PubShared>) -> Result<PubResult, String> {
         body[0..8].copy_from_slice(&c.seq[t].to_be_bytes());
         body[8..12].copy_from_slice(&(p as u32).to_be_bytes());
         body[12..20].copy_from_slice(&now.to_be_bytes());
+        if !json.is_empty() {
+            let span = body.len() - 20;
+            let at = (c.seq[t] as usize).wrapping_mul(7919) % (json.len() - span);
+            body[20..].copy_from_slice(&json.as_bytes()[at..at + span]);
+        }
         c.seq[t] += 1;
         c.out.extend_from_slice(body);
         c.inflight += 1;

@@ -19,6 +19,10 @@ fn member(publishers: usize) -> Member {
 
 fn stats() -> Stats {
     Stats {
+        wire_bytes: 0,
+        compressed_messages: 0,
+        inflater: None,
+        inflated: Vec::new(),
         latency: new_histogram(),
         delivered: 0,
         first_recv_ns: 0,
