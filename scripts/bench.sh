@@ -184,6 +184,14 @@ else
     note "nats-server not installed: cluster benchmarks skipped"
 fi
 
+# 10. WebSocket compression (issue 11): plain, shared and per-member
+# deflate, and idle RSS with compression negotiated. Appended to the report.
+DEFLATE_MD=$WORK/deflate.md
+echo "== compression: scripts/bench-deflate.sh" >&2
+quick=()
+[[ $MODE == quick ]] && quick=(--quick)
+bash scripts/bench-deflate.sh "${quick[@]}" >"$DEFLATE_MD" || note "bench-deflate.sh failed (exit $?)"
+
 ELAPSED=$(($(date +%s) - T_START))
 {
     printf 'elapsed\t%d s\n' "$ELAPSED"
@@ -198,5 +206,8 @@ mkdir -p docs
 "$GEN" report --results "$RESULTS" --meta "$META" --out docs/benchmarks.md || exit 1
 if [[ -s $CLUSTER_MD ]]; then
     { echo; cat "$CLUSTER_MD"; } >>docs/benchmarks.md
+fi
+if [[ -s $DEFLATE_MD ]]; then
+    { echo; cat "$DEFLATE_MD"; } >>docs/benchmarks.md
 fi
 echo "== done in ${ELAPSED} s: docs/benchmarks.md" >&2
