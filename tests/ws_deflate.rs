@@ -110,6 +110,22 @@ fn one_push_is_compressed_once_and_every_member_that_negotiated_gets_the_same_by
     assert_eq!(inflate(&big_a.payload), op9(&big));
     assert_eq!(message(&mut plain).payload, op9(&big));
 
+    // Random bytes do not shrink: they go plain, counted as not paid.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..400)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    server.push_room(1000, "live", "deflate", &noise);
+    assert_eq!(message(&mut a), Message { opcode: 0x02, payload: op9(&noise) });
+    assert_eq!(message(&mut b).opcode, 0x02);
+    assert_eq!(message(&mut plain).payload, op9(&noise));
+    assert_eq!(counter(&server, "corecast_ws_compression_not_paid_total", 1), 1);
+
     // Below ws.compression_min_bytes (256) a push goes plain to everyone.
     server.push_room(1000, "live", "deflate", b"{\"small\":1}");
     assert_eq!(message(&mut a), Message { opcode: 0x02, payload: op9(b"{\"small\":1}") });
