@@ -75,6 +75,60 @@ fn permessage_deflate_works_over_wss_as_over_ws() {
 }
 
 #[test]
+fn a_tls_handshake_trickled_byte_by_byte_is_closed_at_the_handshake_timeout() {
+    let certificate = make_certificate("trickle");
+    let mut config = ServerConfig::default();
+    config
+        .set("wss", "bind", "127.0.0.1:0")
+        .set("wss", "cert_path", certificate.cert_path.as_str())
+        .set("wss", "key_path", certificate.key_path.as_str())
+        .set("protocol", "handshake_timeout_ms", 800)
+        .set("protocol", "heartbeat_s", 60);
+    let server = Server::start_with(&config);
+    let mut member = Client::auth(server.tcp, 1, "m", "live://1", &[]);
+    let started = std::time::Instant::now();
+    let mut tricklers: Vec<TcpStream> =
+        (0..5).map(|_| TcpStream::connect(server.wss.expect("wss port")).expect("connect")).collect();
+    // A TLS handshake record header announcing 512 bytes, then one byte per 100 ms.
+    let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    hello.resize(517, 0x2a);
+    let mut closed = vec![false; tricklers.len()];
+    for byte in hello.iter().take(60) {
+        for (stream, done) in tricklers.iter_mut().zip(closed.iter_mut()) {
+            if !*done && stream.write_all(&[*byte]).is_err() {
+                *done = true;
+            }
+            stream.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+            let mut buf = [0u8; 64];
+            match stream.read(&mut buf) {
+                Ok(0) => *done = true,
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut => {
+                    *done = true
+                }
+                _ => {}
+            }
+        }
+        if closed.iter().all(|c| *c) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed.iter().all(|c| *c), "every trickled TLS handshake was closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "at the handshake deadline, not later: {:?}",
+        started.elapsed()
+    );
+    poll_eq("handshake timeouts", Duration::from_secs(5), Some(5), || {
+        common::cluster::metric(
+            &server.http("GET", "/metrics", b"").body_str(),
+            "corecast_connections_closed_total{reason=\"handshake_timeout\"}",
+        )
+    });
+    assert!(member.heartbeat() >= 1, "others are served meanwhile");
+}
+
+#[test]
 fn plain_http_on_the_tls_port_is_closed_and_others_are_unaffected() {
     let certificate = make_certificate("plain");
     let server = wss_server(&certificate);
