@@ -66,6 +66,10 @@ pub struct HttpSection {
     pub request_timeout_ms: u64,
     /// The slowest rate a request's bytes may arrive at past `request_timeout_ms`.
     pub request_body_bytes_per_s_min: u64,
+    /// Pushes need `Authorization: Bearer <this>`; "" = no token needed.
+    pub push_bearer_token: String,
+    /// Pushes only from these networks (CIDR, or single addresses); [] = any.
+    pub push_allowed_networks: Vec<String>,
 }
 
 impl Default for HttpSection {
@@ -75,6 +79,8 @@ impl Default for HttpSection {
             idle_timeout_ms: 60_000,
             request_timeout_ms: 10_000,
             request_body_bytes_per_s_min: 1024,
+            push_bearer_token: String::new(),
+            push_allowed_networks: Vec::new(),
         }
     }
 }
@@ -386,6 +392,8 @@ impl Config {
             Self::parse_addr(&self.ws.bind)?;
         }
         check(self.ws.path.starts_with('/'), "ws.path must start with /")?;
+        crate::http::access::Access::new(&self.http.push_bearer_token, &self.http.push_allowed_networks)
+            .map_err(|e| format!("http.push_allowed_networks: {e}"))?;
         check((1..=9).contains(&self.ws.compression_level), "ws.compression_level must be 1 to 9")?;
         if !self.wss.bind.is_empty() {
             Self::parse_addr(&self.wss.bind)?;

@@ -94,7 +94,7 @@ impl Endpoint {
 
 /// Result codes of the `code` label: goim's envelope code for JSON replies,
 /// the HTTP status for the others.
-pub const API_CODES: [&str; 8] = ["0", "-400", "-500", "200", "404", "408", "503", "other"];
+pub const API_CODES: [&str; 10] = ["0", "-400", "-401", "-403", "-500", "200", "404", "408", "503", "other"];
 
 /// The `code` label index of a reply.
 pub fn api_code_index(status: u16, body: &str) -> usize {

@@ -75,6 +75,8 @@ pub enum Request {
     Local,
     /// A request error (code -400).
     Refused(String),
+    /// A push the access rules refuse (`access`: 401 / 403).
+    Denied(super::access::Denial),
 }
 
 impl Request {
@@ -87,7 +89,7 @@ impl Request {
                     shard.cluster_sequencer(room).map_or(0, |(node, index)| owner_of(&(node, index), usize::MAX)),
                 ),
                 Request::Keys { .. } | Request::Mids { .. } | Request::All { .. } => Class::Bus,
-                Request::History { .. } | Request::Local | Request::Refused(_) => Class::Read,
+                Request::History { .. } | Request::Local | Request::Refused(_) | Request::Denied(_) => Class::Read,
             };
         }
         self.local_class(shards)
@@ -100,8 +102,13 @@ impl Request {
             Request::Keys { .. } => Class::Keys,
             Request::Mids { .. } => Class::Mids,
             Request::All { .. } => Class::All,
-            Request::History { .. } | Request::Local | Request::Refused(_) => Class::Read,
+            Request::History { .. } | Request::Local | Request::Refused(_) | Request::Denied(_) => Class::Read,
         }
+    }
+
+    /// A push (the requests `access` may refuse).
+    pub fn is_push(&self) -> bool {
+        matches!(self, Request::Keys { .. } | Request::Mids { .. } | Request::Room { .. } | Request::All { .. })
     }
 }
 
@@ -225,6 +232,12 @@ pub fn start(shard: &Rc<Shard>, request: Request, method: Method, target: &[u8],
             Handled::Later(wait)
         }
         Request::Refused(message) => Handled::Now(Reply::request_error(&message)),
+        Request::Denied(denial) => Handled::Now(Reply {
+            status: denial.status,
+            reason: denial.reason,
+            content_type: "application/json; charset=utf-8",
+            body: envelope(denial.code, denial.message, None),
+        }),
         Request::Local => {
             let (path, raw_query) = split_target(target);
             match query_of(shard, raw_query) {

@@ -3,6 +3,7 @@
 //! `parser` and `query` are sans-IO; `api` turns a parsed request into a
 //! reply and shard commands; `server` is the per-shard connection loop.
 
+pub mod access;
 pub mod api;
 pub mod demo;
 pub mod nodes;

@@ -34,6 +34,8 @@ pub struct Head {
     pub framing: BodyFraming,
     /// Bytes of request line + headers + the blank line.
     pub head_bytes: usize,
+    /// Where the `Authorization` value is in the head (start, end), if sent.
+    pub authorization: Option<(usize, usize)>,
 }
 
 /// Why a request is refused; each maps to a status and closes the connection.
@@ -86,6 +88,7 @@ pub fn parse_head(input: &[u8], header_bytes_max: usize, body_bytes_max: usize) 
     let mut expect_continue = false;
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
+    let mut authorization = None;
     for header in request.headers.iter() {
         let name = header.name;
         let value = trim(header.value);
@@ -108,6 +111,10 @@ pub fn parse_head(input: &[u8], header_bytes_max: usize, body_bytes_max: usize) 
             }
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("authorization") {
+            // httparse borrows the value from `input`: its offset.
+            let start = value.as_ptr() as usize - input.as_ptr() as usize;
+            authorization = Some((start, start + value.len()));
         }
     }
     let framing = match (content_length, chunked) {
@@ -124,6 +131,7 @@ pub fn parse_head(input: &[u8], header_bytes_max: usize, body_bytes_max: usize) 
         expect_continue,
         framing,
         head_bytes,
+        authorization,
     }))
 }
 

@@ -9,6 +9,7 @@
 //! more than one request head plus one body, or answer a malformed request
 //! with anything but a 4xx/5xx and a close.
 
+use super::access::Access;
 use super::api::{self, Handled};
 use super::parser::{self, BodyFraming, HttpError};
 use crate::metrics::Endpoint;
@@ -21,6 +22,12 @@ use std::time::{Duration, Instant};
 /// Accepts API connections until the task is cancelled at shutdown.
 pub async fn accept(shard: Rc<Shard>, listener: TcpListener) {
     let open = Rc::new(std::cell::Cell::new(0usize));
+    let http = &shard.config.http;
+    // Validated with the config; should it fail anyway, nobody may push.
+    let access = Rc::new(Access::new(&http.push_bearer_token, &http.push_allowed_networks).unwrap_or_else(|e| {
+        crate::log_error!("shard {}: push access rules refused ({e}): every push is denied", shard.id);
+        Access::deny_all()
+    }));
     let open_max = shard.config.limits.api_connections_per_shard_max;
     loop {
         match listener.accept().await {
@@ -31,9 +38,9 @@ pub async fn accept(shard: Rc<Shard>, listener: TcpListener) {
             }
             Ok(stream) => {
                 open.set(open.get() + 1);
-                let (shard, open) = (shard.clone(), open.clone());
+                let (shard, open, access) = (shard.clone(), open.clone(), access.clone());
                 glommio::spawn_local(async move {
-                    serve(shard, stream).await;
+                    serve(shard, stream, access).await;
                     open.set(open.get() - 1);
                 })
                 .detach();
@@ -44,6 +51,12 @@ pub async fn accept(shard: Rc<Shard>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// The push access rules and this connection's standing under them.
+struct Gate<'a> {
+    access: &'a Access,
+    network_allowed: bool,
 }
 
 /// What the parsing pass decided about the connection.
@@ -59,8 +72,11 @@ enum Next {
 /// write up to this size).
 const OUTPUT_BYTES_MAX: usize = 1 << 20;
 
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, access: Rc<Access>) {
     let _ = stream.set_nodelay(true);
+    // The network rule is the peer's, so it is decided once per connection.
+    let network_allowed = access.network_allowed(stream.peer_addr().ok().map(|addr| addr.ip()));
+    let gate = Gate { access: &access, network_allowed };
     let idle = Duration::from_millis(shard.config.http.idle_timeout_ms.max(1));
     let mut input: Vec<u8> = Vec::new();
     let mut output: Vec<u8> = Vec::new();
@@ -71,7 +87,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut partial_since: Option<Instant> = None;
     loop {
         let before = input.len();
-        let next = answer_complete_requests(&shard, &mut input, &mut output, &mut continue_sent, &mut chunked).await;
+        let next =
+            answer_complete_requests(&shard, &gate, &mut input, &mut output, &mut continue_sent, &mut chunked).await;
         if input.is_empty() {
             partial_since = None;
         } else if input.len() < before || partial_since.is_none() {
@@ -219,6 +236,7 @@ impl InFlight {
 /// requests take effect in request order.
 async fn answer_complete_requests(
     shard: &Rc<Shard>,
+    gate: &Gate<'_>,
     input: &mut Vec<u8>,
     output: &mut Vec<u8>,
     continue_sent: &mut bool,
@@ -273,7 +291,13 @@ async fn answer_complete_requests(
         let target = &input[pos + head.target_start..pos + head.target_end];
         let started = Instant::now();
         let endpoint = Endpoint::of(target.split(|b| *b == b'?').next().unwrap_or_default());
-        let request = api::parse(shard, head.method, target);
+        let mut request = api::parse(shard, head.method, target);
+        if request.is_push() {
+            let authorization = head.authorization.map(|(start, end)| &input[pos + start..pos + end]);
+            if let Err(denial) = gate.access.check(gate.network_allowed, authorization) {
+                request = api::Request::Denied(denial);
+            }
+        }
         let class = request.class(shard);
         if in_flight.class.is_some_and(|c| c != class) || in_flight.replies.len() >= IN_FLIGHT_MAX {
             in_flight.drain(output).await;

@@ -1,0 +1,80 @@
+//! Who may push (issue 9): the push API's bearer token and network
+//! allow-list, end to end. Off by default (every other suite pushes without
+//! either); refusals are goim envelopes with HTTP 401 / 403, and counted.
+
+mod common;
+
+use common::*;
+
+const PUSH: &str = "/goim/push/room?operation=1000&type=live&room=gated";
+
+fn push_with(server: &Server, headers: &[&str]) -> HttpResponse {
+    let mut conn = HttpConn::connect(server.http);
+    conn.write(&build_request("POST", PUSH, headers, b"gated push"));
+    conn.read_response()
+}
+
+fn counted(server: &Server, code: &str) -> u64 {
+    let text = server.http("GET", "/metrics", b"").body_str();
+    let series = format!("corecast_api_requests_total{{endpoint=\"push_room\",code=\"{code}\"}}");
+    text.lines().find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn with_a_bearer_token_only_pushes_that_carry_it_are_taken() {
+    let mut config = ServerConfig::default();
+    config.set("http", "push_bearer_token", "s3cret-token");
+    let server = Server::start_with(&config);
+    let mut member = Client::auth(server.tcp, 0, "gated", "live://gated", &[1000]);
+    for headers in [&[][..], &["Authorization: Bearer wrong-token"], &["Authorization: Basic czNjcmV0LXRva2Vu"]] {
+        let reply = push_with(&server, headers);
+        assert_eq!(reply.status, 401, "{headers:?}");
+        assert_eq!(reply.body_str(), r#"{"code":-401,"message":"missing or wrong bearer token"}"#);
+    }
+    member.expect_nothing();
+    let reply = push_with(&server, &["Authorization: Bearer s3cret-token"]);
+    assert_eq!((reply.status, reply.body_str()), (200, r#"{"code":0,"message":""}"#.to_string()));
+    member.expect_push(1000, b"gated push");
+    // Reads stay open: clients and monitoring need them.
+    let online = server.http("GET", "/goim/online/total", b"");
+    assert!(online.status == 200 && online.body_str().starts_with("{\"code\":0"), "{}", online.body_str());
+    poll_eq("refusals counted", std::time::Duration::from_secs(5), 3, || counted(&server, "-401"));
+}
+
+#[test]
+fn with_an_allow_list_only_listed_networks_may_push() {
+    let mut outside = ServerConfig::default();
+    outside.set("http", "push_allowed_networks", vec!["10.0.0.0/8", "2001:db8::/32"]);
+    let server = Server::start_with(&outside);
+    let mut member = Client::auth(server.tcp, 0, "listed", "live://gated", &[1000]);
+    let reply = push_with(&server, &[]);
+    assert_eq!(
+        (reply.status, reply.body_str()),
+        (403, r#"{"code":-403,"message":"this network may not push"}"#.into())
+    );
+    member.expect_nothing();
+    poll_eq("refusals counted", std::time::Duration::from_secs(5), 1, || counted(&server, "-403"));
+
+    let mut inside = ServerConfig::default();
+    inside.set("http", "push_allowed_networks", vec!["127.0.0.0/8"]).set("http", "push_bearer_token", "t");
+    let server = Server::start_with(&inside);
+    let mut member = Client::auth(server.tcp, 0, "listed", "live://gated", &[1000]);
+    assert_eq!(push_with(&server, &[]).status, 401, "the network is listed; the token is still needed");
+    assert_eq!(push_with(&server, &["Authorization: Bearer t"]).status, 200);
+    member.expect_push(1000, b"gated push");
+}
+
+#[test]
+fn a_bad_network_in_the_config_refuses_to_start_and_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("corecast-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[http]\npush_allowed_networks = [\"10.0.0.0/33\"]\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .expect("run corecast");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("http.push_allowed_networks"), "{output:?}");
+}
