@@ -185,6 +185,12 @@ pub struct LimitsSection {
     /// others and they have not applied yet; past it HTTP publishers wait.
     pub mesh_pending_bytes_max: usize,
     pub api_connections_per_shard_max: usize,
+    /// New client connections per IP per second (each shard admits its
+    /// share, rounded up); past it they are closed at once. 0 = no limit.
+    pub connections_per_ip_per_s_max: u32,
+    /// Upstream goim frames per connection per second; past it the
+    /// connection is closed (`upstream_rate`). 0 = no limit.
+    pub upstream_frames_per_s_max: u32,
 }
 
 impl Default for LimitsSection {
@@ -199,6 +205,8 @@ impl Default for LimitsSection {
             slow_consumer_policy: SlowConsumerPolicy::Close,
             mesh_pending_messages_max: 65_536,
             mesh_pending_bytes_max: 64 << 20,
+            connections_per_ip_per_s_max: 0,
+            upstream_frames_per_s_max: 0,
             api_connections_per_shard_max: 1024,
         }
     }

@@ -152,6 +152,8 @@ pub struct Stats {
     pub accepted: u64,
     /// Client connections refused at `connections_per_shard_max`.
     pub refused_full: u64,
+    /// Client connections refused at `connections_per_ip_per_s_max`.
+    pub refused_ip_rate: u64,
     /// Client connections closed, by reason.
     pub closed: [u64; CloseReason::ALL.len()],
     /// Messages dropped at the outbound bound (policy "drop").
@@ -244,6 +246,7 @@ impl Stats {
         self.shard_outbox_bytes += other.shard_outbox_bytes;
         self.accepted += other.accepted;
         self.refused_full += other.refused_full;
+        self.refused_ip_rate += other.refused_ip_rate;
         for (total, count) in self.closed.iter_mut().zip(other.closed.iter()) {
             *total += count;
         }
@@ -296,6 +299,12 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "counter",
         "Client connections refused at connections_per_shard_max.",
         stats.refused_full,
+    );
+    metric(
+        "corecast_connections_rate_limited_total",
+        "counter",
+        "Client connections refused at connections_per_ip_per_s_max.",
+        stats.refused_ip_rate,
     );
     metric(
         "corecast_messages_dropped_total",

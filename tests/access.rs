@@ -78,3 +78,62 @@ fn a_bad_network_in_the_config_refuses_to_start_and_names_the_key() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("http.push_allowed_networks"), "{output:?}");
 }
+
+#[test]
+fn new_connections_past_the_per_ip_rate_are_refused_and_counted() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "connections_per_ip_per_s_max", 4).set("protocol", "heartbeat_s", 60);
+    let server = Server::start_with(&config);
+    let started = std::time::Instant::now();
+    let mut admitted = 0;
+    for i in 0..20 {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(server.tcp).expect("connect");
+        let _ = stream.write_all(&encode_frame(1, op::AUTH, 1, &token_json(0, &format!("rate-{i}"), "live://1", &[])));
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).expect("timeout");
+        let mut reply = [0u8; HEADER_LEN];
+        if stream.read_exact(&mut reply).is_ok() && reply[8..12] == op::AUTH_REPLY.to_be_bytes() {
+            admitted += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    // Each of the shards admits its share (4 / shards, rounded up) per second.
+    assert!(admitted >= 1 && admitted <= 4 * seconds, "{admitted} admitted in {seconds} s");
+    let refused = || {
+        common::cluster::metric(
+            &server.http("GET", "/metrics", b"").body_str(),
+            "corecast_connections_rate_limited_total",
+        )
+        .unwrap_or(0)
+    };
+    poll_eq("refusals counted", std::time::Duration::from_secs(5), 20 - admitted, refused);
+    // The next second admits again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut later = Client::auth(server.tcp, 0, "rate-later", "live://1", &[]);
+    assert!(later.heartbeat() >= 1);
+}
+
+#[test]
+fn a_connection_past_the_upstream_frame_rate_is_closed_and_counted() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "upstream_frames_per_s_max", 50).set("protocol", "heartbeat_s", 60);
+    let server = Server::start_with(&config);
+    let mut calm = Client::auth(server.tcp, 0, "calm", "live://1", &[]);
+    for _ in 0..10 {
+        calm.heartbeat();
+    }
+    let mut flood = Client::auth(server.tcp, 0, "flood", "live://1", &[]);
+    let mut burst = Vec::new();
+    for seq in 0..200 {
+        burst.extend(encode_frame(1, op::HEARTBEAT, seq, b""));
+    }
+    flood.send_raw(&burst);
+    assert!(flood.closed_within(std::time::Duration::from_secs(5)), "the flood is closed");
+    poll_eq("closes counted", std::time::Duration::from_secs(5), Some(1), || {
+        common::cluster::metric(
+            &server.http("GET", "/metrics", b"").body_str(),
+            "corecast_connections_closed_total{reason=\"upstream_rate\"}",
+        )
+    });
+    assert!(calm.heartbeat() >= 1, "a client within the rate is served");
+}

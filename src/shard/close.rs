@@ -27,10 +27,12 @@ pub enum CloseReason {
     /// in its offsets); a connection with positions is closed rather than
     /// shown a gap, and recovers when it reconnects.
     BusGap,
+    /// More upstream frames in a second than `limits.upstream_frames_per_s_max`.
+    UpstreamRate,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::ClientClosed,
         CloseReason::HandshakeTimeout,
         CloseReason::BadFrame,
@@ -42,6 +44,7 @@ impl CloseReason {
         CloseReason::IoError,
         CloseReason::BadHandshake,
         CloseReason::BusGap,
+        CloseReason::UpstreamRate,
     ];
 
     pub fn index(self) -> usize {
@@ -61,6 +64,7 @@ impl CloseReason {
             CloseReason::IoError => "io_error",
             CloseReason::BadHandshake => "bad_handshake",
             CloseReason::BusGap => "bus_gap",
+            CloseReason::UpstreamRate => "upstream_rate",
         }
     }
 }

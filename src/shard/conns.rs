@@ -75,6 +75,9 @@ pub struct Session {
     pub attach_seq: u32,
     /// Handshake or idle deadline in wheel ticks (see `wheel`).
     pub deadline_tick: u32,
+    /// Upstream frames in the current second: (second, count), for
+    /// `limits.upstream_frames_per_s_max` (see `rate`).
+    pub upstream_window: (u32, u32),
     /// The tail of a frame that has not fully arrived; `None` almost always,
     /// so an idle connection holds no read buffer.
     pub partial: Option<Box<Partial>>,
@@ -105,6 +108,7 @@ impl Session {
             attached: false,
             attach_seq: 0,
             deadline_tick,
+            upstream_window: (0, 0),
             partial: None,
             ws: None,
             tls: None,

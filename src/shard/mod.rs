@@ -26,6 +26,7 @@ pub mod outbox;
 pub mod poller;
 pub mod positions;
 pub mod queue;
+pub mod rate;
 pub mod room;
 pub mod runtime;
 pub mod sequencer;
@@ -135,6 +136,8 @@ pub struct Shard {
     pub delivery_samples: RefCell<Vec<u64>>,
     /// permessage-deflate's deflater, inflater and scratch (made on first use).
     pub ws_deflate: RefCell<websocket::ShardDeflate>,
+    /// New connections per client IP this second (`limits.connections_per_ip_per_s_max`).
+    pub ip_rate: RefCell<rate::IpRate>,
 }
 
 /// Size of the shared read scratch: many small frames per read.
@@ -187,6 +190,7 @@ impl Shard {
             bus: None,
             delivery_samples: RefCell::new(Vec::new()),
             ws_deflate: RefCell::default(),
+            ip_rate: RefCell::default(),
             config,
         }
     }

@@ -211,6 +211,18 @@ fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
             continue;
         }
         let ip = peer_ip(&addr).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let per_ip_max = shard.config.limits.connections_per_ip_per_s_max;
+        if per_ip_max > 0 {
+            let share = super::rate::per_shard_share(per_ip_max, shard.shards);
+            let now_s = shard.coarse_ms() / 1000;
+            if !shard.ip_rate.borrow_mut().admit(ip, now_s, share) {
+                shard.stats.borrow_mut().refused_ip_rate += 1;
+                crate::log_warn!("shard {}: {ip} opens connections faster than {per_ip_max}/s, refusing", shard.id);
+                // SAFETY: fd was just accepted and is not registered anywhere.
+                unsafe { libc::close(fd) };
+                continue;
+            }
+        }
         let nodelay: libc::c_int = 1;
         // SAFETY: setting an int option on a socket we own.
         unsafe {

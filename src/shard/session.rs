@@ -67,11 +67,25 @@ fn keep_tail(shard: &Shard, conn: ConnRef, input: &[u8], used: usize, tail: Opti
 /// Decodes and handles frames; returns the bytes used (the rest is partial).
 pub(crate) fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Result<usize, CloseReason> {
     let body_max = shard.config.limits.frame_body_bytes_max;
+    let frames_per_s_max = shard.config.limits.upstream_frames_per_s_max;
+    let now_s = (shard.coarse_ms() / 1000) as u32;
     let mut used = 0;
     while let Some((f, len)) = frame::decode(&input[used..], body_max).map_err(|_| CloseReason::BadFrame)? {
         used += len;
-        let phase = match shard.state.borrow().conns.get(conn) {
-            Some(session) if session.close_reason.is_none() => session.phase,
+        let phase = match shard.state.borrow_mut().conns.get_mut(conn) {
+            Some(session) if session.close_reason.is_none() => {
+                if frames_per_s_max > 0
+                    && !super::rate::frame_admitted(&mut session.upstream_window, now_s, frames_per_s_max)
+                {
+                    crate::log_info!(
+                        "shard {}: {} sends more than {frames_per_s_max} frames/s, closing",
+                        shard.id,
+                        session.key
+                    );
+                    return Err(CloseReason::UpstreamRate);
+                }
+                session.phase
+            }
             _ => return Ok(used),
         };
         match phase {
