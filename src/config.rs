@@ -319,6 +319,18 @@ impl ClusterSection {
     }
 }
 
+/// Verified client auth tokens (`protocol::jwt`); off by default, as goim.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// "" (off: the goim token is trusted), "HS256", "RS256" or "ES256".
+    pub jwt_algorithm: String,
+    /// The shared secret for HS256.
+    pub jwt_secret: String,
+    /// PEM public key for RS256 / ES256.
+    pub jwt_public_key_path: String,
+}
+
 /// The whole configuration, as read from the file (unknown keys are refused).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -335,6 +347,7 @@ pub struct Config {
     pub node: NodeSection,
     pub backoff: BackoffSection,
     pub cluster: ClusterSection,
+    pub auth: AuthSection,
 }
 
 /// Hard bounds a config must respect; checked at start so a bad file refuses
@@ -400,6 +413,7 @@ impl Config {
             Self::parse_addr(&self.ws.bind)?;
         }
         check(self.ws.path.starts_with('/'), "ws.path must start with /")?;
+        crate::protocol::jwt::Verifier::from_config(&self.auth)?;
         crate::http::access::Access::new(&self.http.push_bearer_token, &self.http.push_allowed_networks)
             .map_err(|e| format!("http.push_allowed_networks: {e}"))?;
         check((1..=9).contains(&self.ws.compression_level), "ws.compression_level must be 1 to 9")?;

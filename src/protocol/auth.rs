@@ -22,6 +22,9 @@ pub struct Token {
     pub accepts: Vec<i32>,
     pub positions: bool,
     pub recover: Option<Recover>,
+    /// A signed JWT binding the fields above, when `[auth]` verifies tokens
+    /// (`jwt`); ignored otherwise.
+    pub token: String,
 }
 
 /// "I have every push of my room up to `offset` of `epoch`."

@@ -12,4 +12,5 @@
 
 pub mod auth;
 pub mod frame;
+pub mod jwt;
 pub mod op;

@@ -29,10 +29,13 @@ pub enum CloseReason {
     BusGap,
     /// More upstream frames in a second than `limits.upstream_frames_per_s_max`.
     UpstreamRate,
+    /// `[auth]` verifies tokens and this one was forged, expired, for
+    /// another mid or room, or missing (or a room change left its grant).
+    TokenRefused,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::ClientClosed,
         CloseReason::HandshakeTimeout,
         CloseReason::BadFrame,
@@ -45,6 +48,7 @@ impl CloseReason {
         CloseReason::BadHandshake,
         CloseReason::BusGap,
         CloseReason::UpstreamRate,
+        CloseReason::TokenRefused,
     ];
 
     pub fn index(self) -> usize {
@@ -65,6 +69,7 @@ impl CloseReason {
             CloseReason::BadHandshake => "bad_handshake",
             CloseReason::BusGap => "bus_gap",
             CloseReason::UpstreamRate => "upstream_rate",
+            CloseReason::TokenRefused => "token_refused",
         }
     }
 }

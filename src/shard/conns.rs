@@ -85,6 +85,8 @@ pub struct Session {
     pub ws: Option<Box<super::websocket::WsState>>,
     /// TLS state for connections on the WSS port.
     pub tls: Option<Box<rustls::ServerConnection>>,
+    /// The rooms a verified token lets this connection into (`[auth]` on).
+    pub grant: Option<Box<crate::protocol::jwt::Grant>>,
 }
 
 impl Session {
@@ -112,6 +114,7 @@ impl Session {
             partial: None,
             ws: None,
             tls: None,
+            grant: None,
         }
     }
 }

@@ -103,12 +103,26 @@ pub(crate) fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Resul
 /// connection with positions and a room first asks the room's sequencer
 /// where it joins (`positions`); the directory is told once that is known.
 fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(), CloseReason> {
-    let token = {
+    let mut token = {
         let mut scratch = shard.json_scratch.borrow_mut();
         auth::parse(f.body, &mut scratch).map_err(|e| {
             crate::log_debug!("shard {}: {e}", shard.id);
             CloseReason::BadToken
         })?
+    };
+    let grant = match &shard.jwt {
+        Ok(None) => None,
+        Ok(Some(verifier)) => match verifier.verify(&mut token) {
+            Ok(grant) => Some(Box::new(grant)),
+            Err(refusal) => {
+                crate::log_debug!("shard {}: auth token refused: {refusal:?}", shard.id);
+                return Err(CloseReason::TokenRefused);
+            }
+        },
+        Err(e) => {
+            crate::log_warn!("shard {}: auth token refused: the verifier could not be built: {e}", shard.id);
+            return Err(CloseReason::TokenRefused);
+        }
     };
     let positions = token.wants_positions();
     let key = if token.key.is_empty() { shard.new_key() } else { token.key };
@@ -119,6 +133,7 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
             return Ok(());
         };
         session.phase = Phase::Registering;
+        session.grant = grant;
         session.key = key.as_str().into();
         session.mid = token.mid;
         session.accepts = token.accepts;
@@ -263,6 +278,18 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
                 frame::encode(f.ver, op::HEARTBEAT_REPLY, f.seq, &count.to_be_bytes())
             }
             op::CHANGE_ROOM => {
+                let room = String::from_utf8_lossy(f.body);
+                let granted = state
+                    .conns
+                    .get(conn)
+                    .and_then(|s| s.grant.as_ref())
+                    .is_none_or(|g| room.is_empty() || g.allows(&room));
+                if !granted {
+                    crate::log_debug!("shard {}: room change outside the token's grant refused", shard.id);
+                    state.close(conn, CloseReason::TokenRefused);
+                    shard.flush.raise();
+                    return;
+                }
                 after = change_room(state, conn, f.body);
                 frame::encode(f.ver, op::CHANGE_ROOM_REPLY, f.seq, f.body)
             }
