@@ -128,7 +128,7 @@ pub enum Switch {
     Off,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WssSection {
     /// WSS listener (goim: 3103); empty = no WSS (the default).
@@ -139,6 +139,21 @@ pub struct WssSection {
     pub key_path: String,
     /// More certificates, chosen by the server name the client asks for (SNI).
     pub sni: Vec<SniCertificate>,
+    /// TLS handshakes in progress per shard (their crypto runs on the
+    /// shard); past it a new WSS connection is closed at once, counted.
+    pub handshakes_per_shard_max: usize,
+}
+
+impl Default for WssSection {
+    fn default() -> Self {
+        WssSection {
+            bind: String::new(),
+            cert_path: String::new(),
+            key_path: String::new(),
+            sni: Vec::new(),
+            handshakes_per_shard_max: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -417,6 +432,7 @@ impl Config {
         crate::http::access::Access::new(&self.http.push_bearer_token, &self.http.push_allowed_networks)
             .map_err(|e| format!("http.push_allowed_networks: {e}"))?;
         check((1..=9).contains(&self.ws.compression_level), "ws.compression_level must be 1 to 9")?;
+        check(self.wss.handshakes_per_shard_max >= 1, "wss.handshakes_per_shard_max must be at least 1")?;
         if !self.wss.bind.is_empty() {
             Self::parse_addr(&self.wss.bind)?;
             check(

@@ -154,6 +154,8 @@ pub struct Stats {
     pub refused_full: u64,
     /// Client connections refused at `connections_per_ip_per_s_max`.
     pub refused_ip_rate: u64,
+    /// WSS connections refused at `wss.handshakes_per_shard_max`.
+    pub refused_tls_handshakes: u64,
     /// Client connections closed, by reason.
     pub closed: [u64; CloseReason::ALL.len()],
     /// Messages dropped at the outbound bound (policy "drop").
@@ -247,6 +249,7 @@ impl Stats {
         self.accepted += other.accepted;
         self.refused_full += other.refused_full;
         self.refused_ip_rate += other.refused_ip_rate;
+        self.refused_tls_handshakes += other.refused_tls_handshakes;
         for (total, count) in self.closed.iter_mut().zip(other.closed.iter()) {
             *total += count;
         }
@@ -305,6 +308,12 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "counter",
         "Client connections refused at connections_per_ip_per_s_max.",
         stats.refused_ip_rate,
+    );
+    metric(
+        "corecast_wss_handshakes_refused_total",
+        "counter",
+        "WSS connections refused at wss.handshakes_per_shard_max TLS handshakes in progress.",
+        stats.refused_tls_handshakes,
     );
     metric(
         "corecast_messages_dropped_total",

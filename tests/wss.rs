@@ -129,6 +129,44 @@ fn a_tls_handshake_trickled_byte_by_byte_is_closed_at_the_handshake_timeout() {
 }
 
 #[test]
+fn tls_handshakes_past_the_per_shard_cap_are_refused_at_once_and_counted() {
+    let certificate = make_certificate("cap");
+    let mut config = ServerConfig::default();
+    config
+        .set("server", "shards", 1)
+        .set("wss", "bind", "127.0.0.1:0")
+        .set("wss", "cert_path", certificate.cert_path.as_str())
+        .set("wss", "key_path", certificate.key_path.as_str())
+        .set("wss", "handshakes_per_shard_max", 2);
+    let server = Server::start_with(&config);
+    let wss = server.wss.expect("wss port");
+    // Two handshakes that never progress hold the shard's two places.
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(wss).expect("connect")).collect();
+    let refused = || {
+        common::cluster::metric(
+            &server.http("GET", "/metrics", b"").body_str(),
+            "corecast_wss_handshakes_refused_total",
+        )
+    };
+    // Accepted once the server has seen both: the online count is not for
+    // TLS, so wait on the accept counter.
+    poll_eq("both accepted", Duration::from_secs(5), Some(2), || {
+        common::cluster::metric(&server.http("GET", "/metrics", b"").body_str(), "corecast_connections_accepted_total")
+    });
+    let mut third = TcpStream::connect(wss).expect("connect");
+    third.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut buf = [0u8; 16];
+    assert!(matches!(third.read(&mut buf), Ok(0) | Err(_)), "the third is closed at once");
+    poll_eq("refusals counted", Duration::from_secs(5), Some(1), refused);
+    // Once they go, a whole handshake gets through.
+    drop(held);
+    poll_eq("places given back", Duration::from_secs(5), Some(0), || {
+        common::cluster::metric(&server.http("GET", "/metrics", b"").body_str(), "corecast_connections")
+    });
+    python_conformance(&format!("wss://{wss}/sub"), server.http, Some(&certificate.cert_path));
+}
+
+#[test]
 fn plain_http_on_the_tls_port_is_closed_and_others_are_unaffected() {
     let certificate = make_certificate("plain");
     let server = wss_server(&certificate);

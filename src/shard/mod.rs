@@ -138,6 +138,8 @@ pub struct Shard {
     pub ws_deflate: RefCell<websocket::ShardDeflate>,
     /// New connections per client IP this second (`limits.connections_per_ip_per_s_max`).
     pub ip_rate: RefCell<rate::IpRate>,
+    /// WSS connections whose TLS handshake is in progress (`wss.handshakes_per_shard_max`).
+    pub tls_handshakes: Cell<usize>,
     /// Verifies auth tokens when `[auth]` asks (`Ok(None)`: goim's trust);
     /// `Err` (the key went away since the config was checked) refuses all.
     pub jwt: Result<Option<crate::protocol::jwt::Verifier>, String>,
@@ -194,6 +196,7 @@ impl Shard {
             delivery_samples: RefCell::new(Vec::new()),
             ws_deflate: RefCell::default(),
             ip_rate: RefCell::default(),
+            tls_handshakes: Cell::new(0),
             jwt: crate::protocol::jwt::Verifier::from_config(&config.auth),
             config,
         }

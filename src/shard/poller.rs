@@ -244,8 +244,20 @@ fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
                 session.ws = Some(Box::new(super::websocket::WsState::upgrading(message_bytes_max)));
             }
             if transport == Transport::SecureWebSocket {
+                let handshakes_max = shard.config.wss.handshakes_per_shard_max;
+                if shard.tls_handshakes.get() >= handshakes_max {
+                    drop(state);
+                    shard.stats.borrow_mut().refused_tls_handshakes += 1;
+                    crate::log_warn!("shard {}: {handshakes_max} TLS handshakes in progress, refusing", shard.id);
+                    // SAFETY: fd was just accepted and is not registered anywhere.
+                    unsafe { libc::close(fd) };
+                    continue;
+                }
                 match shard.tls_config.as_ref().map(|c| rustls::ServerConnection::new(c.clone())) {
-                    Some(Ok(tls)) => session.tls = Some(Box::new(tls)),
+                    Some(Ok(tls)) => {
+                        session.tls = Some(Box::new(tls));
+                        shard.tls_handshakes.set(shard.tls_handshakes.get() + 1);
+                    }
                     _ => {
                         // SAFETY: fd was just accepted and is not registered anywhere.
                         unsafe { libc::close(fd) };
@@ -327,7 +339,14 @@ fn read_tls(shard: &Shard, conn: ConnRef, ciphertext: &[u8]) -> bool {
     let decrypted = {
         let mut state = shard.state.borrow_mut();
         match state.conns.get_mut(conn).and_then(|s| s.tls.as_mut()) {
-            Some(tls) => crate::tls::decrypt(tls, ciphertext, &mut plain),
+            Some(tls) => {
+                let was_handshaking = tls.is_handshaking();
+                let decrypted = crate::tls::decrypt(tls, ciphertext, &mut plain);
+                if was_handshaking && !tls.is_handshaking() {
+                    shard.tls_handshakes.set(shard.tls_handshakes.get().saturating_sub(1));
+                }
+                decrypted
+            }
             None => Ok(true),
         }
     };

@@ -222,6 +222,9 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
         shard.sync_interest();
         return;
     };
+    if session.tls.as_ref().is_some_and(|tls| tls.is_handshaking()) {
+        shard.tls_handshakes.set(shard.tls_handshakes.get().saturating_sub(1));
+    }
     // SAFETY: the fd was accepted by this shard's poller and is owned by the
     // session, which has just been removed: nothing else closes it.
     unsafe { libc::close(session.fd) };
