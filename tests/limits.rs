@@ -162,6 +162,39 @@ fn with_the_drop_policy_a_slow_consumer_stays_and_every_drop_is_counted() {
 }
 
 #[test]
+fn with_the_drop_policy_a_client_that_sends_heartbeats_but_never_reads_is_closed_at_its_deadline() {
+    let mut config = ServerConfig::default();
+    config.set("limits", "outbound_bytes_per_connection_max", 65536);
+    config.set("limits", "slow_consumer_policy", "drop");
+    config.set("protocol", "heartbeat_s", 1); // idle deadline 2 s
+    let server = Server::start_with(&config);
+    let mut slow = stalled_client(server.tcp, "beating");
+    let mut beats = slow.try_clone().expect("clone");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_beats = stop.clone();
+    // Heartbeats every 300 ms, never a read.
+    let beater = thread::spawn(move || {
+        use std::io::Write;
+        let mut seq = 0;
+        while !stop_beats.load(std::sync::atomic::Ordering::Relaxed) {
+            if beats.write_all(&encode_frame(1, op::HEARTBEAT, seq, b"")).is_err() {
+                break;
+            }
+            seq += 1;
+            thread::sleep(Duration::from_millis(300));
+        }
+    });
+    push_numbered(&server);
+    // Reading would make it a reader: watch the server's count instead.
+    let closed = wait_metric(&server, "corecast_connections_closed_total{reason=\"slow_consumer\"}", 1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beater.join().expect("beater");
+    assert_eq!(closed, 1, "closed although its heartbeats kept coming (before: never closed)");
+    let (_, eof) = drain(&mut slow, Duration::from_secs(5));
+    assert!(eof, "its socket is closed");
+}
+
+#[test]
 fn connections_past_the_shard_limit_are_refused_and_counted() {
     let mut config = ServerConfig::default();
     config.set("server", "shards", 1);

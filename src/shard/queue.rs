@@ -113,6 +113,15 @@ impl Shard {
     }
 }
 
+/// Whether `session` is not keeping up: more than half its outbound bound
+/// is waiting for it. Its heartbeats then do not extend its deadline, so a
+/// client that sends heartbeats but never reads is closed at the idle
+/// deadline as a slow consumer even under the "drop" policy (which never
+/// closes it at the bound).
+pub fn is_behind(session: &conns::Session, bytes_max: usize) -> bool {
+    session.outbox.memory_bytes() > bytes_max / 2
+}
+
 /// The `metrics::TRANSPORTS` index of a session: tcp, ws or wss.
 pub fn transport_of(session: &conns::Session) -> usize {
     match (session.tls.is_some(), session.ws.is_some()) {

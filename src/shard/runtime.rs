@@ -384,12 +384,16 @@ fn expire_idle(shard: &Shard) {
         let state = &mut *state;
         let mut refile = Vec::new();
         let conns = &mut state.conns;
+        let bytes_max = shard.config.limits.outbound_bytes_per_connection_max;
         state.wheel.advance(now_tick, |conn, tick| {
             let Some(session) = conns.get_mut(conn) else {
                 return;
             };
             if session.deadline_tick > tick {
                 refile.push((conn, session.deadline_tick));
+            } else if session.phase == Phase::Established && super::queue::is_behind(session, bytes_max) {
+                // Its heartbeats stopped counting because it is not reading.
+                expired.push((conn, CloseReason::SlowConsumer));
             } else if session.phase == Phase::Established {
                 expired.push((conn, CloseReason::IdleTimeout));
             } else {

@@ -272,7 +272,8 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
                 let Some(session) = state.conns.get_mut(conn) else {
                     return;
                 };
-                if session.phase == Phase::Established {
+                let bytes_max = shard.config.limits.outbound_bytes_per_connection_max;
+                if session.phase == Phase::Established && !super::queue::is_behind(session, bytes_max) {
                     session.deadline_tick = idle_deadline_tick;
                 }
                 let count =
