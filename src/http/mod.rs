@@ -6,6 +6,7 @@
 pub mod access;
 pub mod api;
 pub mod demo;
+pub mod head;
 pub mod nodes;
 pub mod parser;
 pub mod query;

@@ -5,8 +5,10 @@
 //! from a length it has not checked against the configured limit, or accept
 //! an ambiguous message (both Content-Length and Transfer-Encoding).
 
+use super::head::{self, contains_token, trim, HeadError};
+
 /// Headers beyond this count are refused with 431 (the array is on the stack).
-pub const HEADERS_MAX: usize = 64;
+pub const HEADERS_MAX: usize = head::HEADERS_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -63,18 +65,13 @@ impl HttpError {
 /// `header_bytes_max` bytes without a complete head.
 pub fn parse_head(input: &[u8], header_bytes_max: usize, body_bytes_max: usize) -> Result<Option<Head>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut request = httparse::Request::new(&mut headers);
-    let head_bytes = match request.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if input.len() > header_bytes_max { Err(HttpError::HeaderTooLarge) } else { Ok(None) };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderTooLarge),
-        Err(_) => return Err(HttpError::Malformed),
+    let request = match head::parse(input, header_bytes_max, &mut headers) {
+        Ok(Some(request)) => request,
+        Ok(None) => return Ok(None),
+        Err(HeadError::TooLarge) => return Err(HttpError::HeaderTooLarge),
+        Err(HeadError::Malformed) => return Err(HttpError::Malformed),
     };
-    if head_bytes > header_bytes_max {
-        return Err(HttpError::HeaderTooLarge);
-    }
+    let head_bytes = request.head_bytes;
     let method = match request.method {
         Some("GET") => Method::Get,
         Some("POST") => Method::Post,
@@ -144,16 +141,6 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
         length = length * 10 + (digit - b'0') as usize;
     }
     Ok(length)
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    let start = value.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
-    &value[start..end]
-}
-
-fn contains_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|b| *b == b',').any(|part| trim(part).eq_ignore_ascii_case(token))
 }
 
 /// A chunked body being decoded, resumable: each call continues where the

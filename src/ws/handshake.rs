@@ -12,8 +12,10 @@ use super::extension::{self, Deflate};
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use crate::http::head::{self, contains_token, trim, HeadError};
+
 /// Headers beyond this count are refused with 431 (the array is on the stack).
-pub const HEADERS_MAX: usize = 64;
+pub const HEADERS_MAX: usize = head::HEADERS_MAX;
 
 /// The GUID RFC 6455 appends to the client's key before hashing.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -122,18 +124,13 @@ const MALFORMED: Refusal = Refusal::new(400, "malformed request");
 /// upgrade; answer it with `switching_protocols`. `Err` is a refusal.
 pub fn parse_upgrade(input: &[u8], config: &UpgradeLimits) -> Result<Option<Upgrade>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut request = httparse::Request::new(&mut headers);
-    let head_bytes = match request.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if input.len() > config.header_bytes_max { Err(TOO_LARGE) } else { Ok(None) };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(TOO_LARGE),
-        Err(_) => return Err(MALFORMED),
+    let request = match head::parse(input, config.header_bytes_max, &mut headers) {
+        Ok(Some(request)) => request,
+        Ok(None) => return Ok(None),
+        Err(HeadError::TooLarge) => return Err(TOO_LARGE),
+        Err(HeadError::Malformed) => return Err(MALFORMED),
     };
-    if head_bytes > config.header_bytes_max {
-        return Err(TOO_LARGE);
-    }
+    let head_bytes = request.head_bytes;
     if request.method != Some("GET") {
         return Err(Refusal::new(405, "only GET upgrades"));
     }
@@ -257,16 +254,6 @@ fn is_valid_key(key: &[u8]) -> bool {
     // from refusing on its conservative size estimate.
     let mut decoded = [0u8; KEY_CHARS];
     matches!(base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded), Ok(KEY_BYTES))
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
-    &value[start..end]
-}
-
-fn contains_token(list: &[u8], token: &[u8]) -> bool {
-    list.split(|&b| b == b',').any(|item| trim(item).eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

@@ -1,0 +1,133 @@
+//! The one HTTP/1.1 request-head parser, on httparse. The push API
+//! (`parser::parse_head`) and the WebSocket upgrade
+//! (`ws::handshake::parse_upgrade`) both read their heads through it, so a
+//! head is complete, too large or malformed by one rule, and header values
+//! are trimmed one way.
+//!
+//! Owns: the head size bound, the header count bound, and optional
+//! whitespace (RFC 9110 section 5.6.3: spaces and tabs only). Must never:
+//! read past `header_bytes_max` bytes of an incomplete head, or allocate.
+
+/// Headers beyond this count are refused as too large (the array is on the stack).
+pub const HEADERS_MAX: usize = 64;
+
+/// Why a head is refused; each caller answers in its own terms (431 / 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    TooLarge,
+    Malformed,
+}
+
+/// A complete head, borrowing the input and the caller's header array.
+pub struct Parsed<'h, 'b> {
+    pub method: Option<&'b str>,
+    pub path: Option<&'b str>,
+    /// The minor version: 1 for HTTP/1.1.
+    pub version: Option<u8>,
+    pub headers: &'h [httparse::Header<'b>],
+    /// Request line + headers + the blank line.
+    pub head_bytes: usize,
+}
+
+/// Parses the head at the start of `input`. `Ok(None)`: incomplete and
+/// still within `header_bytes_max`, read more and call again.
+pub fn parse<'h, 'b>(
+    input: &'b [u8],
+    header_bytes_max: usize,
+    headers: &'h mut [httparse::Header<'b>; HEADERS_MAX],
+) -> Result<Option<Parsed<'h, 'b>>, HeadError> {
+    let mut request = httparse::Request::new(headers);
+    let head_bytes = match request.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if input.len() > header_bytes_max { Err(HeadError::TooLarge) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if head_bytes > header_bytes_max {
+        return Err(HeadError::TooLarge);
+    }
+    Ok(Some(Parsed {
+        method: request.method,
+        path: request.path,
+        version: request.version,
+        headers: request.headers,
+        head_bytes,
+    }))
+}
+
+/// A header value without its optional whitespace (spaces and tabs).
+pub fn trim(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+/// Whether a comma-separated list (`Connection`, `Upgrade`) holds `token`,
+/// ASCII case-insensitively.
+pub fn contains_token(list: &[u8], token: &[u8]) -> bool {
+    list.split(|&b| b == b',').any(|item| trim(item).eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parser::{parse_head, HttpError};
+    use crate::ws::handshake::{parse_upgrade, UpgradeLimits};
+
+    const UPGRADE: &str = "GET /sub HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+    /// The API's and the upgrade's verdict on one head: incomplete,
+    /// complete, too large or malformed.
+    fn verdicts(head: &[u8], max: usize) -> (&'static str, &'static str) {
+        let api = match parse_head(head, max, 1 << 20) {
+            Ok(None) => "incomplete",
+            Ok(Some(_)) => "complete",
+            Err(HttpError::HeaderTooLarge) => "too large",
+            Err(_) => "malformed",
+        };
+        let limits = UpgradeLimits { header_bytes_max: max, ..UpgradeLimits::default() };
+        let upgrade = match parse_upgrade(head, &limits) {
+            Ok(None) => "incomplete",
+            Ok(Some(_)) => "complete",
+            Err(refusal) if refusal.status == 431 => "too large",
+            Err(refusal) if refusal.reason == "malformed request" => "malformed",
+            // A head the parser took whole but the upgrade rules refuse.
+            Err(_) => "complete",
+        };
+        (api, upgrade)
+    }
+
+    #[test]
+    fn the_api_and_the_upgrade_read_heads_by_one_rule() {
+        let whole = format!("{UPGRADE}\r\n");
+        let many: String = (0..HEADERS_MAX).map(|i| format!("X-{i}: v\r\n")).collect();
+        let cases: Vec<(Vec<u8>, usize, &str)> = vec![
+            (whole.clone().into_bytes(), 8192, "complete"),
+            (whole.clone().into_bytes(), whole.len(), "complete"),
+            (whole.clone().into_bytes(), whole.len() - 1, "too large"),
+            (UPGRADE.as_bytes().to_vec(), 8192, "incomplete"),
+            (UPGRADE.as_bytes().to_vec(), 10, "too large"),
+            (format!("{UPGRADE}{many}\r\n").into_bytes(), 1 << 16, "too large"),
+            (b"GET /sub HTTP/1.1\r\nHost h\r\n\r\n".to_vec(), 8192, "malformed"),
+            (b"\x00\x01\x02 garbage\r\n\r\n".to_vec(), 8192, "malformed"),
+        ];
+        for (head, max, expected) in cases {
+            assert_eq!(verdicts(&head, max), (expected, expected), "{:?} at {max}", String::from_utf8_lossy(&head));
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed_of_spaces_and_tabs_only() {
+        assert_eq!(trim(b" \t keep-alive\t "), b"keep-alive");
+        assert_eq!(trim(b"\x0bx\x0c"), b"\x0bx\x0c");
+        assert!(contains_token(b"keep-alive, \tUpgrade ", b"upgrade"));
+        assert!(!contains_token(b"upgrades", b"upgrade"));
+        let tabbed = format!("{}\r\n", UPGRADE.replace("Connection: Upgrade", "Connection:\tkeep-alive,\tUpgrade\t"));
+        let limits = UpgradeLimits::default();
+        assert!(parse_upgrade(tabbed.as_bytes(), &limits).unwrap().is_some());
+        assert!(parse_head(tabbed.as_bytes(), 8192, 1 << 20).unwrap().unwrap().keep_alive);
+    }
+}
