@@ -295,9 +295,8 @@ impl Shard {
                     if !self.follow(&room, epoch, offset) {
                         return;
                     }
-                    if self.state.borrow_mut().rooms.push(&room, offset, Bytes::copy_from_slice(frame)) {
+                    if self.deliver_room(&room, offset, Bytes::copy_from_slice(frame)) {
                         self.note_delivered(crate::latency::from_unix_us(started_unix_us));
-                        self.flush.raise();
                     }
                 }
             }

@@ -203,10 +203,16 @@ impl Shard {
     }
 
     /// Queues a room push for the next fan-out (batched with the room's
-    /// other pushes of the same pass into one write per member).
-    fn deliver_room(&self, room: &str, offset: u32, frame: Bytes) -> bool {
-        let queued = self.state.borrow_mut().rooms.push(room, offset, frame);
+    /// other pushes of the same pass into one write per member). Past
+    /// `room::PENDING_BYTES_PER_PASS_MAX` held, the fan-out runs now: the
+    /// batch so far goes to the outboxes (in order, ahead of what follows).
+    pub(crate) fn deliver_room(&self, room: &str, offset: u32, frame: Bytes) -> bool {
+        let mut state = self.state.borrow_mut();
+        let queued = state.rooms.push(room, offset, frame);
         if queued {
+            if state.rooms.pending_bytes() > super::room::PENDING_BYTES_PER_PASS_MAX {
+                self.fan_out_rooms(&mut state);
+            }
             self.flush.raise();
         }
         queued

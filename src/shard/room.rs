@@ -18,11 +18,23 @@ pub struct Room {
     pub pending: Vec<(u32, Bytes)>,
 }
 
+/// Bytes of room pushes a shard holds for one fan-out at most: past it the
+/// fan-out runs at once (`Shard::deliver_room`), so one executor pass that
+/// applies a flood of pushes (a mesh batch, a burst from the bus) hands
+/// them to the outboxes in slices instead of holding them all.
+pub const PENDING_BYTES_PER_PASS_MAX: usize = 4 << 20;
+
+/// What a pending entry costs beyond its frame: the (offset, Bytes) slot
+/// and the shared buffer's header.
+const PENDING_ENTRY_OVERHEAD_BYTES: usize = 64;
+
 #[derive(Default)]
 pub struct Rooms {
     map: HashMap<Rc<str>, Room>,
     /// Rooms with pending frames, each listed once.
     dirty: Vec<Rc<str>>,
+    /// Bytes held in every room's `pending` (see `PENDING_BYTES_PER_PASS_MAX`).
+    pending_bytes: usize,
 }
 
 impl Rooms {
@@ -79,8 +91,14 @@ impl Rooms {
         if entry.pending.is_empty() {
             self.dirty.push(key);
         }
+        self.pending_bytes += frame.len() + PENDING_ENTRY_OVERHEAD_BYTES;
         entry.pending.push((offset, frame));
         true
+    }
+
+    /// Bytes of pushes waiting for the fan-out, on all rooms.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// True when some room has pushes waiting for the fan-out.
@@ -93,6 +111,7 @@ impl Rooms {
     /// again within one pass is still listed in `dirty` (once or twice) with
     /// its old pushes gone, and an empty batch must never reach an outbox.
     pub fn take_pending(&mut self, mut each: impl FnMut(Vec<(u32, Bytes)>, &[u32])) {
+        self.pending_bytes = 0;
         for key in std::mem::take(&mut self.dirty) {
             if let Some(entry) = self.map.get_mut(&key) {
                 if entry.pending.is_empty() {
@@ -151,5 +170,9 @@ mod tests {
         rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
         assert_eq!(seen, vec![(2, vec![1])]);
         rooms.take_pending(|_, _| panic!("nothing pending"));
+        assert!(rooms.push("live://1", 3, Bytes::from_static(b"abc")));
+        assert_eq!(rooms.pending_bytes(), 3 + PENDING_ENTRY_OVERHEAD_BYTES, "counted as held");
+        rooms.take_pending(|_, _| {});
+        assert_eq!(rooms.pending_bytes(), 0, "given back when taken");
     }
 }
