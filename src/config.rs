@@ -440,6 +440,7 @@ impl Config {
                 "wss.bind needs wss.cert_path and wss.key_path",
             )?;
         }
+        self.check_listeners_apart()?;
         let cluster = &self.cluster;
         check(
             crate::cluster::subject::valid_prefix(&cluster.subject_prefix),
@@ -463,6 +464,40 @@ impl Config {
     /// Parses a `host:port` bind address.
     pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         text.parse().map_err(|_| format!("bad config: bind address {text:?} is not ip:port"))
+    }
+
+    /// Two listeners on one port contradict each other: every shard binds
+    /// with SO_REUSEPORT, so the kernel would split one port's clients
+    /// between, say, the goim TCP and the WebSocket handlers. Port 0 (any
+    /// free port) never clashes; a wildcard address clashes with any
+    /// address on its port.
+    fn check_listeners_apart(&self) -> Result<(), String> {
+        let binds = [
+            ("tcp.bind", &self.tcp.bind),
+            ("http.bind", &self.http.bind),
+            ("ws.bind", &self.ws.bind),
+            ("wss.bind", &self.wss.bind),
+        ];
+        let mut seen: Vec<(&str, SocketAddr)> = Vec::new();
+        for (key, bind) in binds {
+            if bind.is_empty() {
+                continue;
+            }
+            let addr = Self::parse_addr(bind)?;
+            if addr.port() == 0 {
+                continue;
+            }
+            for (other_key, other) in &seen {
+                let overlap = addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified();
+                if other.port() == addr.port() && overlap {
+                    return Err(format!(
+                        "bad config: {other_key} ({other}) and {key} ({addr}) are on the same port; each listener needs its own"
+                    ));
+                }
+            }
+            seen.push((key, addr));
+        }
+        Ok(())
     }
 
     /// Idle deadline after auth: heartbeat x heartbeat_max (goim's rule).

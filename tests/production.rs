@@ -45,6 +45,13 @@ fn version_help_and_check_config() {
     let (code, _, err) = run(&["--check-config", bad.to_str().expect("utf-8 path")]);
     assert_eq!(code, 1);
     assert!(err.contains("frame_body_bytez_max"), "the message names the key: {err}");
+    // Contradicting values: two listeners on one port (the kernel would
+    // split that port's clients between them). Accepted before.
+    let clash = dir.join("clash.toml");
+    std::fs::write(&clash, "[tcp]\nbind = \"127.0.0.1:39101\"\n[ws]\nbind = \"0.0.0.0:39101\"\n").expect("write");
+    let (code, _, err) = run(&["--check-config", clash.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tcp.bind") && err.contains("ws.bind"), "the message names both keys: {err}");
     let (code, _, err) = run(&["--bogus"]);
     assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
