@@ -40,6 +40,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# shellcheck source=scripts/launch-lib.sh
+source "$ROOT/scripts/launch-lib.sh"
+
 json_num() { grep -o "\"$2\":[-0-9.e+]*" <<<"$1" | head -1 | cut -d: -f2; }
 
 # start SHARDS PER_MEMBER(true|false): sets PID, WS, HTTP.
@@ -59,16 +62,9 @@ compression_per_member = $2
 [protocol]
 heartbeat_s = 60
 EOF
-    "$SERVER" --config "$WORK/server.toml" >"$WORK/server.out" 2>"$WORK/server.err" &
-    PID=$!
-    local line=""
-    for _ in $(seq 1 100); do
-        line=$(grep -m1 '^corecast ready' "$WORK/server.out" 2>/dev/null) && break
-        sleep 0.1
-    done
-    [[ -n $line ]] || { echo "server did not start: $(tail -3 "$WORK/server.err")" >&2; exit 1; }
-    WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
-    HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
+    launch_corecast "$SERVER" "$WORK/server.toml" "$WORK/server.out" "$WORK/server.err" ||
+        { echo "server did not start: $(tail -3 "$WORK/server.err")" >&2; exit 1; }
+    PID=$LAUNCHED_PID
 }
 
 stop() {

@@ -5,6 +5,9 @@
 # a note() function. Every server listens on 127.0.0.1 port 0 and is stopped
 # with SIGTERM by PID; every generator run is bounded by `timeout`.
 
+# shellcheck source=scripts/launch-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/launch-lib.sh"
+
 SERVER_CONFIG=""
 # start_server SHARDS: a fresh server from a generated config; sets SERVER_PID, TCP, HTTP.
 start_server() {
@@ -28,25 +31,12 @@ bind = "127.0.0.1:0"
 heartbeat_s = $HB
 EOF
     SERVER_CONFIG="shards = $shards, heartbeat_s = $HB, log_level = warn; other keys default (heartbeat_max = 2, slow_consumer_policy = close, outbound_bytes_per_connection_max = 262144)"
-    : >"$WORK/server.out"
-    "$SERVER" --config "$cfg" >"$WORK/server.out" 2>"$WORK/server.err" &
-    SERVER_PID=$!
-    local line="" i
-    for i in $(seq 1 100); do
-        line=$(grep -m1 '^corecast ready' "$WORK/server.out" 2>/dev/null) && break
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
-        sleep 0.1
-    done
-    if [[ -z $line ]]; then
+    if ! launch_corecast "$SERVER" "$cfg" "$WORK/server.out" "$WORK/server.err"; then
         note "server did not become ready (shards=$shards): $(tail -3 "$WORK/server.err" | tr '\n' ' ')"
-        kill -KILL "$SERVER_PID" 2>/dev/null
-        wait "$SERVER_PID" 2>/dev/null
         SERVER_PID=""
         return 1
     fi
-    TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
-    HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
-    WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
+    SERVER_PID=$LAUNCHED_PID
     sleep 0.2
 }
 

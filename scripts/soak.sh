@@ -49,17 +49,11 @@ bind = "127.0.0.1:0"
 [ws]
 bind = "127.0.0.1:0"
 EOF
-"$SERVER" --config "$WORK/soak.toml" >"$WORK/server.out" 2>"$WORK/server.err" &
-PID=$!
-line=""
-for _ in $(seq 1 100); do
-    line=$(grep -m1 '^corecast ready' "$WORK/server.out" 2>/dev/null) && break
-    sleep 0.1
-done
-[[ -n $line ]] || { echo "server did not start: $(tail -3 "$WORK/server.err")" >&2; exit 1; }
-TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
-WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
-HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
+# shellcheck source=scripts/launch-lib.sh
+source "$ROOT/scripts/launch-lib.sh"
+launch_corecast "$SERVER" "$WORK/soak.toml" "$WORK/server.out" "$WORK/server.err" ||
+    { echo "server did not start: $(tail -3 "$WORK/server.err")" >&2; exit 1; }
+PID=$LAUNCHED_PID
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 fds() { find "/proc/$PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }

@@ -9,34 +9,11 @@ Prints "conformance ok" and exits 0 when every check holds.
 
 import json
 import ssl
-import struct
 import sys
 import urllib.request
 
+from goim_frames import frame, frames, recv_frames
 from websockets.sync.client import connect
-
-HEADER = struct.Struct(">ihhii")
-
-
-def frame(op, seq, body=b""):
-    return HEADER.pack(16 + len(body), 16, 1, op, seq) + body
-
-
-def frames(data):
-    out = []
-    while data:
-        length, header, ver, op, seq = HEADER.unpack_from(data)
-        assert header == 16 and 16 <= length <= len(data), (header, length, len(data))
-        out.append((ver, op, seq, data[16:length]))
-        data = data[length:]
-    return out
-
-
-def recv_frames(ws):
-    message = ws.recv(timeout=5)
-    assert isinstance(message, bytes), f"binary messages only, got {type(message)}"
-    return frames(message)
-
 
 def push_room(http, body):
     request = urllib.request.Request(f"{http}/goim/push/room?operation=1000&type=live&room=77", data=body, method="POST")
