@@ -6,7 +6,9 @@
 //! decoding client frames / encoding server frames (`frame`), as goim
 //! clients expect (goim-compat.md sections 1, 3 and 4): binary messages each
 //! carrying goim frames, ping answered by pong, close ending the connection,
-//! no subprotocol and no extension.
+//! no subprotocol. The one extension, permessage-deflate (RFC 7692), is
+//! negotiated in `extension` and coded in `deflate`, only for clients that
+//! offer it.
 //!
 //! Must never: allocate from a length read off the wire before checking it
 //! against the configured limit, or panic on any input. Every refusal is a
@@ -16,8 +18,10 @@
 //! Data flow on a connection: `handshake::parse_upgrade` on the first bytes
 //! → `handshake::switching_protocols` (or `Refusal::response` and close) →
 //! `frame::Decoder::decode` on the bytes after `Upgrade::head_bytes`, one
-//! frame per call → goim frames out of each binary message; server pushes go
-//! out through `frame::encode_header` + payload.
+//! frame per call → goim frames out of each binary message (compressed ones
+//! inflated by `deflate::Inflater` first); server pushes go out through
+//! `frame::encode_header` + payload, or `encode_header_with` (RSV1) + the
+//! payload `deflate::Deflater` compressed once per shard.
 
 pub mod deflate;
 pub mod extension;
