@@ -48,6 +48,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# shellcheck source=scripts/launch-lib.sh
+source "$ROOT/scripts/launch-lib.sh"
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 json_num() { grep -o "\"$2\":[-0-9.e+]*" <<<"$1" | head -1 | cut -d: -f2; }
@@ -90,17 +93,12 @@ EOF
     if [[ $clustered == 1 ]]; then
         printf '[cluster]\nnats_urls = ["nats://127.0.0.1:%s"]\nnode_id = "%s"\n' "$NATS_PORT" "$name" >>"$cfg"
     fi
-    "$SERVER" --config "$cfg" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    NODE_PID=$!
+    launch_corecast "$SERVER" "$cfg" "$WORK/$name.out" "$WORK/$name.err" ||
+        { echo "node $name did not start: $(tail -3 "$WORK/$name.err")" >&2; exit 1; }
+    NODE_PID=$LAUNCHED_PID
     PIDS+=("$NODE_PID")
-    local line=""
-    for _ in $(seq 1 100); do
-        line=$(grep -m1 '^corecast ready' "$WORK/$name.out" 2>/dev/null) && break
-        sleep 0.1
-    done
-    [[ -n $line ]] || { echo "node $name did not start: $(tail -3 "$WORK/$name.err")" >&2; exit 1; }
-    NODE_TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
-    NODE_HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
+    NODE_TCP=$TCP
+    NODE_HTTP=$HTTP
 }
 
 stop_pid() {

@@ -26,10 +26,11 @@ bind = ""
 [protocol]
 heartbeat_s = 60
 EOF
-target/release/corecast --config "$WORK/c.toml" >"$WORK/out" 2>"$WORK/err" &
-SP=$!
-for _ in $(seq 1 50); do grep -q '^corecast ready' "$WORK/out" && break; sleep 0.1; done
-TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' "$WORK/out")
+# shellcheck source=scripts/launch-lib.sh
+source scripts/launch-lib.sh
+launch_corecast target/release/corecast "$WORK/c.toml" "$WORK/out" "$WORK/err" ||
+    { echo "kernel-memory: the server did not start: $(tail -3 "$WORK/err")" >&2; exit 1; }
+SP=$LAUNCHED_PID
 # Slab caches a TCP connection allocates from, in bytes in use.
 SLABS="TCP|sock_inode_cache|eventpoll_epi|filp|dentry|kmalloc-(64|96|128|192|256|512|1k|2k|4k|8k)|skbuff_head_cache|tcp_bind_bucket|inet_peer_cache|request_sock_TCP"
 slab_bytes() { awk -v re="^($SLABS)\$" '$1 ~ re { total += $2 * $4 } END { print total + 0 }' /proc/slabinfo; }

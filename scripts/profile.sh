@@ -35,12 +35,12 @@ bind = "127.0.0.1:0"
 bind = ""
 TOML
 ulimit -n "$(ulimit -Hn)"
-"${CORECAST_BIN:-target/release/corecast}" --config "$WORK/server.toml" >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER=$!
+# shellcheck source=scripts/launch-lib.sh
+source scripts/launch-lib.sh
+launch_corecast "${CORECAST_BIN:-target/release/corecast}" "$WORK/server.toml" "$WORK/server.out" "$WORK/server.err" ||
+    { echo "profile: the server did not start: $(tail -3 "$WORK/server.err")" >&2; exit 1; }
+SERVER=$LAUNCHED_PID
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "corecast ready" "$WORK/server.out" && break; sleep 0.05; done
-TCP=$(grep -o 'tcp=[^ ]*' "$WORK/server.out" | cut -d= -f2)
-HTTP=$(grep -o 'http=[^ ]*' "$WORK/server.out" | cut -d= -f2)
 PIN=()
 [[ $SHARDS == 1 ]] && PIN=(taskset -c 1)
 "${PIN[@]}" target/release/corecast-bench "$@" --duration-s $((SECONDS_TO_RECORD + 4)) \

@@ -14,8 +14,9 @@ pub(super) const UPGRADE_DEFLATE: &[u8] =
 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
 Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
 
-/// A permessage-deflate payload inflated (RFC 7692: the sync tail appended).
-fn inflate<'a>(st: &'a mut Stats, payload: &[u8]) -> Result<&'a [u8], String> {
+/// A permessage-deflate payload inflated into `st.inflated` (RFC 7692: the
+/// sync tail appended).
+fn inflate(st: &mut Stats, payload: &[u8]) -> Result<(), String> {
     let inflater = st.inflater.get_or_insert_with(|| flate2::Decompress::new(false));
     inflater.reset(false);
     st.inflated.clear();
@@ -30,7 +31,7 @@ fn inflate<'a>(st: &'a mut Stats, payload: &[u8]) -> Result<&'a [u8], String> {
         }
     }
     st.compressed_messages += 1;
-    Ok(&st.inflated)
+    Ok(())
 }
 
 /// One goim frame as a masked binary client message (an all-zero mask: the
@@ -86,8 +87,13 @@ pub(super) fn on_ws_data(st: &mut Stats, m: &mut Member, data: &[u8], now: u64) 
         let compressed = raw[pos] & 0x40 != 0;
         match opcode {
             2 if compressed => {
-                let inflated = inflate(st, payload)?.to_vec();
-                auths += on_data(st, m, &inflated, now)?
+                inflate(st, payload)?;
+                // Lent out while on_data borrows the stats, then given back
+                // (no copy per message).
+                let inflated = std::mem::take(&mut st.inflated);
+                let walked = on_data(st, m, &inflated, now);
+                st.inflated = inflated;
+                auths += walked?
             }
             2 => auths += on_data(st, m, payload, now)?,
             8 => return Err("WebSocket close from server".into()),
