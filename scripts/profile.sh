@@ -6,7 +6,8 @@
 #
 # Writes perf.data and a flat report (top symbols, kernel and user) to a
 # temporary directory it prints. Needs `perf` (Debian: linux-perf).
-# CORECAST_BIN=PATH profiles another server binary (an older build, say).
+# CORECAST_BIN=PATH profiles another server binary (an older build, say);
+# EXTRA_TOML='...' is appended to the server's config (a [cluster] section, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=1
@@ -34,6 +35,7 @@ bind = "127.0.0.1:0"
 [ws]
 bind = ""
 TOML
+printf '%b\n' "${EXTRA_TOML:-}" >>"$WORK/server.toml"
 ulimit -n "$(ulimit -Hn)"
 # shellcheck source=scripts/launch-lib.sh
 source scripts/launch-lib.sh
