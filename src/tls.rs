@@ -1,10 +1,12 @@
 //! TLS for the WSS port, on rustls (ring provider; no OpenSSL): loading the
-//! certificate at start, and moving bytes between a non-blocking socket
-//! and a `ServerConnection`.
+//! certificate at start, and moving bytes between a `ServerConnection` and
+//! the socket's reads (`decrypt`) and `shard::writer`'s socket (`encrypt`,
+//! `write_records`).
 //!
-//! Owns: the TLS record layer of a connection. Must never: block (records
-//! go out with MSG_DONTWAIT; what the kernel refuses stays in rustls and is
-//! written on EPOLLOUT), or grow a plaintext buffer past one read's worth.
+//! Owns: the TLS record layer of a connection. Must never: write to a
+//! socket itself (records go out through `shard::writer`; what the kernel
+//! refuses stays in rustls and is written on EPOLLOUT), or grow a
+//! plaintext buffer past one read's worth.
 
 use crate::config::WssSection;
 use rustls::pki_types::pem::PemObject;
@@ -97,11 +99,11 @@ pub enum Records {
     Broken,
 }
 
-/// Writes every pending record to `fd`.
-pub fn write_records(tls: &mut ServerConnection, fd: i32) -> Records {
-    let mut socket = Socket(fd);
+/// Writes every pending record to `socket` (`shard::writer`'s: the one
+/// place that writes to a client socket).
+pub fn write_records(tls: &mut ServerConnection, socket: &mut impl Write) -> Records {
     while tls.wants_write() {
-        match tls.write_tls(&mut socket) {
+        match tls.write_tls(socket) {
             Ok(0) => return Records::Broken,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Records::Blocked,
@@ -115,30 +117,4 @@ pub fn write_records(tls: &mut ServerConnection, fd: i32) -> Records {
 /// Queues plaintext in rustls; returns how much it took (it bounds its own buffer).
 pub fn encrypt(tls: &mut ServerConnection, plaintext: &[u8]) -> usize {
     tls.writer().write(plaintext).unwrap_or(0)
-}
-
-/// A non-blocking socket as `io::Write` for `write_tls`.
-struct Socket(i32);
-
-impl Write for Socket {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        // SAFETY: sending from a live slice on the session's open socket.
-        let sent = unsafe {
-            libc::send(
-                self.0,
-                bytes.as_ptr() as *const libc::c_void,
-                bytes.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if sent < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(sent as usize)
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -34,6 +34,7 @@ pub mod session;
 pub mod signal;
 pub mod websocket;
 pub mod wheel;
+pub mod writer;
 
 use crate::config::Config;
 use crate::metrics::Stats;

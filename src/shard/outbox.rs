@@ -37,6 +37,10 @@ pub struct Outbox {
     /// Bytes of the front chunk already written.
     front_written: usize,
     queued_bytes: usize,
+    /// Unwritten bytes at the front that may leave while the session is
+    /// held (`push_open`: a WebSocket 101 or a close frame before the auth
+    /// reply, which waits for the directory).
+    open_bytes: usize,
 }
 
 impl Outbox {
@@ -71,26 +75,64 @@ impl Outbox {
         Queued::Ok
     }
 
-    /// Fills `iovecs` with the unwritten bytes, front first; returns how many.
-    pub fn iovecs(&self, iovecs: &mut [libc::iovec; IOVECS_PER_WRITE_MAX]) -> usize {
+    /// Queues bytes that may leave while the session is held, when nothing
+    /// held is queued before them (else they queue as any chunk, behind
+    /// it). Never refused: they are one handshake answer or close frame.
+    pub fn push_open(&mut self, chunk: Chunk) {
+        if chunk.is_empty() {
+            return;
+        }
+        if self.open_bytes == self.unwritten_bytes() {
+            self.open_bytes += chunk.len();
+        }
+        self.queued_bytes += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Bytes queued and not yet written.
+    fn unwritten_bytes(&self) -> usize {
+        self.queued_bytes - self.front_written
+    }
+
+    /// How many of the unwritten bytes may leave now: all of them, or only
+    /// the open ones while the session is `held`.
+    pub fn sendable_bytes(&self, held: bool) -> usize {
+        if held {
+            self.open_bytes
+        } else {
+            self.unwritten_bytes()
+        }
+    }
+
+    /// Fills `iovecs` with up to `bytes_max` unwritten bytes, front first;
+    /// returns how many iovecs.
+    pub fn iovecs(&self, iovecs: &mut [libc::iovec; IOVECS_PER_WRITE_MAX], bytes_max: usize) -> usize {
         let mut count = 0;
+        let mut left = bytes_max;
         for (i, chunk) in self.chunks.iter().take(IOVECS_PER_WRITE_MAX).enumerate() {
+            if left == 0 {
+                break;
+            }
             let skip = if i == 0 { self.front_written } else { 0 };
             let bytes = &chunk[skip..];
-            iovecs[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+            let len = bytes.len().min(left);
+            iovecs[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: len };
+            left -= len;
             count += 1;
         }
         count
     }
 
-    /// The unwritten part of the front chunk.
-    pub fn front(&self) -> Option<&[u8]> {
-        self.chunks.front().map(|chunk| &chunk[self.front_written..])
+    /// The unwritten part of the front chunk, up to `bytes_max` bytes.
+    pub fn front(&self, bytes_max: usize) -> Option<&[u8]> {
+        let front = self.chunks.front().map(|chunk| &chunk[self.front_written..])?;
+        (bytes_max > 0).then(|| &front[..front.len().min(bytes_max)])
     }
 
     /// Marks `written` bytes as sent, dropping finished chunks.
     pub fn consume(&mut self, mut written: usize) {
-        assert!(written <= self.queued_bytes - self.front_written, "consumed more than queued");
+        assert!(written <= self.unwritten_bytes(), "consumed more than queued");
+        self.open_bytes = self.open_bytes.saturating_sub(written);
         while written > 0 {
             let Some(front) = self.chunks.front() else {
                 break;
@@ -126,13 +168,32 @@ mod tests {
         assert_eq!(outbox.push(chunk(b"hello"), 1000), Queued::Ok);
         assert_eq!(outbox.push(chunk(b"world"), 1000), Queued::Ok);
         outbox.consume(3);
-        assert_eq!(outbox.front(), Some(&b"lo"[..]));
+        assert_eq!(outbox.front(usize::MAX), Some(&b"lo"[..]));
         let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
-        assert_eq!(outbox.iovecs(&mut iovecs), 2);
+        assert_eq!(outbox.iovecs(&mut iovecs, usize::MAX), 2);
         assert_eq!(iovecs[0].iov_len, 2);
+        assert_eq!(outbox.iovecs(&mut iovecs, 4), 2);
+        assert_eq!((iovecs[0].iov_len, iovecs[1].iov_len), (2, 2), "cut at the byte limit");
         outbox.consume(7);
         assert!(outbox.is_empty());
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn open_bytes_leave_while_held_and_nothing_behind_them() {
+        let mut outbox = Outbox::default();
+        outbox.push_open(chunk(b"HTTP/1.1 101"));
+        assert_eq!(outbox.push(chunk(b"auth reply"), 1000), Queued::Ok);
+        assert_eq!(outbox.sendable_bytes(true), 12, "only the 101 while held");
+        assert_eq!(outbox.front(outbox.sendable_bytes(true)), Some(&b"HTTP/1.1 101"[..]));
+        outbox.consume(5);
+        assert_eq!(outbox.sendable_bytes(true), 7);
+        outbox.consume(7);
+        assert_eq!((outbox.sendable_bytes(true), outbox.front(0)), (0, None), "the auth reply waits");
+        assert_eq!(outbox.sendable_bytes(false), 10);
+        // Behind held bytes, open bytes queue as any chunk.
+        outbox.push_open(chunk(b"close"));
+        assert_eq!((outbox.sendable_bytes(true), outbox.sendable_bytes(false)), (0, 15));
     }
 
     #[test]

@@ -16,7 +16,6 @@
 
 use super::close::CloseReason;
 use super::conns::{ConnRef, Session};
-use super::flusher::WriteOutcome;
 use super::{session, Shard};
 use std::net::IpAddr;
 use std::os::unix::io::RawFd;
@@ -373,56 +372,13 @@ fn read_tls(shard: &Shard, conn: ConnRef, ciphertext: &[u8]) -> bool {
 
 /// Writes pending TLS records (handshake, alerts) now; EPOLLOUT if blocked.
 fn send_tls_records(shard: &Shard, conn: ConnRef) {
-    let blocked = {
-        let mut state = shard.state.borrow_mut();
-        let Some(session) = state.conns.get_mut(conn) else { return };
-        let fd = session.fd;
-        let Some(tls) = session.tls.as_mut() else { return };
-        match crate::tls::write_records(tls, fd) {
-            crate::tls::Records::Blocked if !session.write_blocked => {
-                session.write_blocked = true;
-                Some(fd)
-            }
-            crate::tls::Records::Broken => {
-                state.close(conn, CloseReason::IoError);
-                None
-            }
-            _ => None,
-        }
-    };
-    if let Some(fd) = blocked {
-        watch(shard, fd, conn, true, libc::EPOLL_CTL_MOD);
-    }
+    shard.write_now(conn);
 }
 
 /// EPOLLOUT on a blocked connection: write what the flusher left.
 fn write_blocked(shard: &Shard, conn: ConnRef) {
-    let drained = {
-        let mut state = shard.state.borrow_mut();
-        let state = &mut *state;
-        let Some(session) = state.conns.get_mut(conn) else {
-            return;
-        };
-        if session.close_reason.is_some() || !session.write_blocked {
-            return;
-        }
-        let transport = super::queue::transport_of(session);
-        let mut written = 0;
-        let outcome = super::flusher::write_out(session, &mut written);
-        shard.stats.borrow_mut().bytes_written[transport] += written;
-        match outcome {
-            WriteOutcome::Drained => {
-                session.write_blocked = false;
-                Some(session.fd)
-            }
-            WriteOutcome::Blocked => None,
-            WriteOutcome::Broken => {
-                state.close(conn, CloseReason::IoError);
-                None
-            }
-        }
-    };
-    if let Some(fd) = drained {
-        watch(shard, fd, conn, false, libc::EPOLL_CTL_MOD);
+    let blocked = shard.state.borrow().conns.get(conn).is_some_and(|s| s.write_blocked);
+    if blocked {
+        shard.write_now(conn);
     }
 }

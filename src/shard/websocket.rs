@@ -195,13 +195,11 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
                     refusal.status,
                     refusal.reason
                 );
-                send_now(shard, conn, &refusal.response());
+                shard.write_control(conn, refusal.response());
                 return Err(CloseReason::BadHandshake);
             }
             Ok(Some(upgrade)) => {
-                if !send_now(shard, conn, &switching_protocols(&upgrade.accept, upgrade.deflate.as_ref())) {
-                    return Err(CloseReason::IoError);
-                }
+                shard.write_control(conn, switching_protocols(&upgrade.accept, upgrade.deflate.as_ref()));
                 ws.open = true;
                 if upgrade.deflate.is_some() {
                     ws.decoder.allow_compressed();
@@ -235,7 +233,7 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
                     }
                     Event::Pong | Event::Fragment => {}
                     Event::Close { .. } => {
-                        send_now(shard, conn, &encode_close(CloseCode::NORMAL.0, ""));
+                        shard.write_control(conn, encode_close(CloseCode::NORMAL.0, ""));
                         return Err(CloseReason::ClientClosed);
                     }
                 }
@@ -249,7 +247,7 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
 /// Closes with `code` (a close frame if it can go now): the connection ends.
 fn protocol_error(shard: &Shard, conn: ConnRef, code: CloseCode) -> CloseReason {
     crate::log_debug!("shard {}: WebSocket protocol error {}", shard.id, code.0);
-    send_now(shard, conn, &encode_close(code.0, code.reason()));
+    shard.write_control(conn, encode_close(code.0, code.reason()));
     CloseReason::BadFrame
 }
 
@@ -265,36 +263,6 @@ fn goim_frames(shard: &Shard, conn: ConnRef, payload: &[u8]) -> Result<(), Close
 fn enqueue_control(shard: &Shard, conn: ConnRef, message: Vec<u8>) {
     let mut state = shard.state.borrow_mut();
     shard.enqueue_raw(&mut state, conn, Rc::new(Bytes::from(message)));
-}
-
-/// Writes a handshake answer or a close frame at once, outside the outbox:
-/// nothing else is queued at those moments. Returns false if the kernel did
-/// not take it whole.
-fn send_now(shard: &Shard, conn: ConnRef, bytes: &[u8]) -> bool {
-    let mut state = shard.state.borrow_mut();
-    let Some(session) = state.conns.get_mut(conn) else { return false };
-    if !session.outbox.is_empty() {
-        // Part of a message may be on the wire already: a close frame now
-        // would land inside it. The connection closes without one.
-        return false;
-    }
-    if let Some(tls) = session.tls.as_mut() {
-        // On WSS the bytes go through TLS; records the kernel refuses now
-        // stay in rustls and leave with the next write.
-        let taken = crate::tls::encrypt(tls, bytes);
-        let records = crate::tls::write_records(tls, session.fd);
-        return taken == bytes.len() && records != crate::tls::Records::Broken;
-    }
-    // SAFETY: writing from a live slice to the session's open socket.
-    let sent = unsafe {
-        libc::send(
-            session.fd,
-            bytes.as_ptr() as *const libc::c_void,
-            bytes.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    sent == bytes.len() as isize
 }
 
 #[cfg(test)]
