@@ -459,3 +459,50 @@ fn pushes_that_reach_no_connection_are_counted_with_their_reason() {
     assert_eq!(not_accepted, 1, "the push its accepts refused is counted");
     assert_eq!(metric(&server, "corecast_messages_undelivered_total{reason=\"queue_full\"}"), 0);
 }
+
+/// One pass's room pushes never reach a member as one chunk larger than its
+/// outbound bound: past half the bound the room's batch is fanned out and
+/// written, and the next batch starts. Before, a room batch of any size (up
+/// to 4 MiB) went whole into an empty outbox, so the bound did not hold for
+/// the first chunk of a burst. A member reading as fast as it can gets every
+/// push, in order, in writes of at most the bound.
+#[test]
+fn a_burst_of_room_pushes_reaches_a_member_in_chunks_within_its_bound() {
+    const BOUND_BYTES: u64 = 8192;
+    const BURST: usize = 200;
+    let mut config = ServerConfig::default();
+    config.set("server", "shards", 1);
+    config.set("limits", "outbound_bytes_per_connection_max", BOUND_BYTES as i64);
+    let server = Server::start_with(&config);
+    let mut member = server.auth(1, "fast", "live://burst", &[1000]);
+    let writes_before = metric(&server, "corecast_writes_total");
+    let bytes_before = metric(&server, "corecast_written_bytes_total{transport=\"tcp\"}");
+    let mut bytes = Vec::new();
+    for n in 0..BURST {
+        let mut body = vec![b'.'; 1000];
+        body[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        bytes.extend(build_request("POST", "/goim/push/room?operation=1000&type=live&room=burst", &[], &body));
+    }
+    let mut conn = HttpConn::connect(server.http);
+    conn.write(&bytes);
+    for n in 0..BURST as u64 {
+        let frame = member.read_frame();
+        assert_eq!(frame.op, 1000);
+        assert_eq!(u64::from_be_bytes(frame.body[..8].try_into().unwrap()), n, "in order");
+    }
+    for _ in 0..BURST {
+        assert_push_ok(&conn.read_response(), "room push");
+    }
+    let writes = metric(&server, "corecast_writes_total") - writes_before;
+    let written = metric(&server, "corecast_written_bytes_total{transport=\"tcp\"}") - bytes_before;
+    assert!(written >= (BURST * 1016) as u64, "{written} bytes written");
+    assert!(
+        written <= writes * BOUND_BYTES,
+        "{written} bytes in {writes} writes: a write carried more than the {BOUND_BYTES}-byte bound"
+    );
+    assert_eq!(
+        metric(&server, "corecast_messages_undelivered_total{reason=\"queue_full\"}"),
+        0,
+        "a fast member loses nothing"
+    );
+}

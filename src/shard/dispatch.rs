@@ -15,6 +15,7 @@ use super::close::CloseReason;
 use super::conns::{ConnRef, Phase};
 use super::directory::owner_of;
 use super::mesh::ShardMsg;
+use super::room::Pushed;
 use super::websocket::Payload;
 use super::Shard;
 use crate::cluster::bus::BusError;
@@ -203,19 +204,36 @@ impl Shard {
     }
 
     /// Queues a room push for the next fan-out (batched with the room's
-    /// other pushes of the same pass into one write per member). Past
-    /// `room::PENDING_BYTES_PER_PASS_MAX` held, the fan-out runs now: the
-    /// batch so far goes to the outboxes (in order, ahead of what follows).
+    /// other pushes of the same pass into one write per member). The batch
+    /// is one chunk in every member's outbox, so it is kept within half the
+    /// outbound bound (`room_batch_bytes_max`): past it, and past
+    /// `room::PENDING_BYTES_PER_PASS_MAX` held on the shard, the flush runs
+    /// now (fan-out and writes: in order, ahead of what follows), so a
+    /// member that keeps up takes a burst in chunks its bound holds.
     pub(crate) fn deliver_room(&self, room: &str, offset: u32, frame: Bytes) -> bool {
-        let mut state = self.state.borrow_mut();
-        let queued = state.rooms.push(room, offset, frame);
-        if queued {
-            if state.rooms.pending_bytes() > super::room::PENDING_BYTES_PER_PASS_MAX {
-                self.fan_out_rooms(&mut state);
+        let batch_bytes_max = self.room_batch_bytes_max();
+        let pushed = self.state.borrow_mut().rooms.push(room, offset, frame, batch_bytes_max);
+        let pushed = match pushed {
+            Pushed::BatchFull(frame) => {
+                self.flush_pass();
+                self.state.borrow_mut().rooms.push(room, offset, frame, batch_bytes_max)
             }
-            self.flush.raise();
+            pushed => pushed,
+        };
+        if pushed != Pushed::Queued {
+            return false;
         }
-        queued
+        if self.state.borrow().rooms.pending_bytes() > super::room::PENDING_BYTES_PER_PASS_MAX {
+            self.flush_pass();
+        }
+        self.flush.raise();
+        true
+    }
+
+    /// Bytes of frames one room batch may hold: half the outbound bound, so
+    /// a batch fits an outbox beside what the kernel has not taken yet.
+    pub(crate) fn room_batch_bytes_max(&self) -> usize {
+        self.config.limits.outbound_bytes_per_connection_max / 2
     }
 
     pub(crate) fn deliver_all(&self, op: i32, frame: Bytes, conns_per_s: u32) {

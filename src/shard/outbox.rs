@@ -59,15 +59,18 @@ impl Outbox {
     }
 
     /// Queues `chunk` unless that would take `memory_bytes` past `bytes_max`.
-    /// An empty queue takes any one chunk (a push may be larger than the
-    /// bound: up to `request_body_bytes_max`), so a connection holds at most
-    /// max(bound, one push) and a large message is never undeliverable.
-    pub fn push(&mut self, chunk: Chunk, bytes_max: usize) -> Queued {
+    /// An empty queue may go past it with one chunk of at most
+    /// `lone_chunk_bytes_max` (one push, which the API bounds by
+    /// `request_body_bytes_max`; room batches are cut at half the bound), so
+    /// a connection holds at most max(`bytes_max`, one push and its
+    /// overhead) and a large push is never undeliverable.
+    pub fn push(&mut self, chunk: Chunk, bytes_max: usize, lone_chunk_bytes_max: usize) -> Queued {
         if chunk.is_empty() {
             // Nothing to write; an empty chunk would never be consumed.
             return Queued::Ok;
         }
-        if self.memory_bytes() + chunk.len() + CHUNK_OVERHEAD_BYTES > bytes_max && !self.chunks.is_empty() {
+        let within_bound = self.memory_bytes() + chunk.len() + CHUNK_OVERHEAD_BYTES <= bytes_max;
+        if !within_bound && !(self.chunks.is_empty() && chunk.len() <= lone_chunk_bytes_max) {
             return Queued::Full;
         }
         self.queued_bytes += chunk.len();
@@ -165,8 +168,8 @@ mod tests {
     #[test]
     fn partial_writes_resume_mid_chunk() {
         let mut outbox = Outbox::default();
-        assert_eq!(outbox.push(chunk(b"hello"), 1000), Queued::Ok);
-        assert_eq!(outbox.push(chunk(b"world"), 1000), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"hello"), 1000, 0), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"world"), 1000, 0), Queued::Ok);
         outbox.consume(3);
         assert_eq!(outbox.front(usize::MAX), Some(&b"lo"[..]));
         let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS_PER_WRITE_MAX];
@@ -183,7 +186,7 @@ mod tests {
     fn open_bytes_leave_while_held_and_nothing_behind_them() {
         let mut outbox = Outbox::default();
         outbox.push_open(chunk(b"HTTP/1.1 101"));
-        assert_eq!(outbox.push(chunk(b"auth reply"), 1000), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"auth reply"), 1000, 0), Queued::Ok);
         assert_eq!(outbox.sendable_bytes(true), 12, "only the 101 while held");
         assert_eq!(outbox.front(outbox.sendable_bytes(true)), Some(&b"HTTP/1.1 101"[..]));
         outbox.consume(5);
@@ -199,7 +202,7 @@ mod tests {
     #[test]
     fn an_empty_chunk_is_never_queued() {
         let mut outbox = Outbox::default();
-        assert_eq!(outbox.push(chunk(b""), 100), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b""), 100, 0), Queued::Ok);
         assert!(outbox.is_empty());
     }
 
@@ -207,13 +210,15 @@ mod tests {
     fn the_byte_bound_refuses_without_queueing() {
         let mut outbox = Outbox::default();
         let bound = 8 + 3 + 2 * CHUNK_OVERHEAD_BYTES;
-        assert_eq!(outbox.push(chunk(b"12345678"), bound), Queued::Ok);
-        assert_eq!(outbox.push(chunk(b"1234"), bound), Queued::Full, "its overhead counts too");
-        assert_eq!(outbox.push(chunk(b"123"), bound), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"12345678"), bound, 0), Queued::Ok);
+        assert_eq!(outbox.push(chunk(b"1234"), bound, 100), Queued::Full, "its overhead counts too");
+        assert_eq!(outbox.push(chunk(b"123"), bound, 0), Queued::Ok);
         assert_eq!((outbox.queued_bytes(), outbox.memory_bytes()), (11, bound));
-        // A single chunk larger than the bound still goes to an empty queue,
-        // so one big message is never undeliverable.
+        // One push larger than the bound still goes to an empty queue, so a
+        // big message is never undeliverable; a larger chunk does not.
         let mut empty = Outbox::default();
-        assert_eq!(empty.push(chunk(b"0123456789abc"), 10), Queued::Ok);
+        assert_eq!(empty.push(chunk(b"0123456789abc"), 10, 12), Queued::Full, "past one push");
+        assert_eq!(empty.push(chunk(b"0123456789abc"), 10, 13), Queued::Ok, "one push");
+        assert_eq!(empty.push(chunk(b"x"), 10, 13), Queued::Full, "not empty any more");
     }
 }

@@ -8,9 +8,9 @@
 //! `limits.outbound_bytes_per_connection_max` (README "Limits"): "close"
 //! closes the connection as a slow consumer, "drop" drops the chunk; either
 //! way every frame of it is counted as undelivered (`queue_full`). Must
-//! never: write to a socket (the flusher does), or queue past the bound
-//! (an empty outbox takes one chunk of any size, so the bound is
-//! max(bound, one push)).
+//! never: write to a socket (`writer` does), or queue past the bound
+//! (an empty outbox may go past it with one push, never more: room batches
+//! are cut at half the bound, so the bound is max(bound, one push)).
 
 use super::close::CloseReason;
 use super::conns::{self, ConnRef};
@@ -20,6 +20,11 @@ use super::{Shard, State};
 use crate::config::SlowConsumerPolicy;
 use bytes::Bytes;
 use std::rc::Rc;
+
+/// Bytes a push gains on its way to a connection: its goim header (16),
+/// and on WebSocket the op-9 frame around it (16) and the message header
+/// (at most 10); rounded up.
+const PUSH_FRAMING_BYTES_MAX: usize = 64;
 
 /// What `Shard::enqueue` is given.
 enum Queueable<'a> {
@@ -69,8 +74,9 @@ impl Shard {
             Queueable::Raw(bytes) => (bytes, 0),
         };
         let bytes_max = self.config.limits.outbound_bytes_per_connection_max;
+        let lone_chunk_bytes_max = self.config.limits.request_body_bytes_max + PUSH_FRAMING_BYTES_MAX;
         let transport = transport_of(session);
-        match session.outbox.push(chunk, bytes_max) {
+        match session.outbox.push(chunk, bytes_max, lone_chunk_bytes_max) {
             Queued::Ok => {
                 if is_push {
                     self.stats.borrow_mut().deliveries[transport] += frames;

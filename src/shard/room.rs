@@ -16,6 +16,20 @@ pub struct Room {
     /// Encoded frames (with their room offsets) pushed since the last
     /// fan-out, in offset order.
     pub pending: Vec<(u32, Bytes)>,
+    /// Bytes of the frames in `pending`: the size of the chunk the fan-out
+    /// will hand every member (`Rooms::push` keeps it under a bound).
+    pending_frame_bytes: usize,
+}
+
+/// What `Rooms::push` did with a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The room has no member on this shard: nothing queued.
+    NoMember,
+    /// The room's batch would pass the bound it was given: fan the batch
+    /// out first, then push the frame (handed back) again.
+    BatchFull(Bytes),
 }
 
 /// Bytes of room pushes a shard holds for one fan-out at most: past it the
@@ -80,20 +94,25 @@ impl Rooms {
         moved
     }
 
-    /// Queues a frame for every local member of `room`. Returns false when
-    /// the room has no member here (nothing queued).
-    pub fn push(&mut self, room: &str, offset: u32, frame: Bytes) -> bool {
-        let Some(key) = self.map.get_key_value(room).map(|(k, _)| k) else {
-            return false;
+    /// Queues a frame for every local member of `room`, unless the room's
+    /// batch would then hold more than `batch_bytes_max` bytes of frames
+    /// (a frame alone is always taken: one push may be larger).
+    pub fn push(&mut self, room: &str, offset: u32, frame: Bytes, batch_bytes_max: usize) -> Pushed {
+        let Some((key, entry)) = self.map.get_key_value(room) else {
+            return Pushed::NoMember;
         };
+        if !entry.pending.is_empty() && entry.pending_frame_bytes + frame.len() > batch_bytes_max {
+            return Pushed::BatchFull(frame);
+        }
         let key = key.clone();
         let entry = self.map.get_mut(&key).expect("present above");
         if entry.pending.is_empty() {
             self.dirty.push(key);
         }
         self.pending_bytes += frame.len() + PENDING_ENTRY_OVERHEAD_BYTES;
+        entry.pending_frame_bytes += frame.len();
         entry.pending.push((offset, frame));
-        true
+        Pushed::Queued
     }
 
     /// Bytes of pushes waiting for the fan-out, on all rooms.
@@ -118,6 +137,7 @@ impl Rooms {
                     continue;
                 }
                 let frames = std::mem::take(&mut entry.pending);
+                entry.pending_frame_bytes = 0;
                 each(frames, &entry.members);
             }
         }
@@ -127,6 +147,8 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX: usize = usize::MAX;
 
     #[test]
     fn join_leave_keeps_indices_in_sync_and_drops_empty_rooms() {
@@ -147,14 +169,14 @@ mod tests {
     fn a_room_emptied_and_joined_again_in_one_pass_yields_no_empty_batch() {
         let mut rooms = Rooms::default();
         rooms.join("live://1", 1);
-        assert!(rooms.push("live://1", 1, Bytes::from_static(b"a")));
+        assert_eq!(rooms.push("live://1", 1, Bytes::from_static(b"a"), MAX), Pushed::Queued);
         assert_eq!(rooms.leave("live://1", 0, 1), None);
         rooms.join("live://1", 2);
         let mut seen = Vec::new();
         rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
         assert!(seen.is_empty(), "the old push went with the old room: {seen:?}");
         // Joined again and pushed to again: listed twice in `dirty`, delivered once.
-        assert!(rooms.push("live://1", 2, Bytes::from_static(b"b")));
+        assert_eq!(rooms.push("live://1", 2, Bytes::from_static(b"b"), MAX), Pushed::Queued);
         rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
         assert_eq!(seen, vec![(1, vec![2])]);
     }
@@ -162,17 +184,30 @@ mod tests {
     #[test]
     fn pushes_to_a_room_without_members_are_not_queued() {
         let mut rooms = Rooms::default();
-        assert!(!rooms.push("live://1", 1, Bytes::from_static(b"x")));
+        assert_eq!(rooms.push("live://1", 1, Bytes::from_static(b"x"), MAX), Pushed::NoMember);
         rooms.join("live://1", 1);
-        assert!(rooms.push("live://1", 1, Bytes::from_static(b"a")));
-        assert!(rooms.push("live://1", 2, Bytes::from_static(b"b")));
+        assert_eq!(rooms.push("live://1", 1, Bytes::from_static(b"a"), MAX), Pushed::Queued);
+        assert_eq!(rooms.push("live://1", 2, Bytes::from_static(b"b"), MAX), Pushed::Queued);
         let mut seen = Vec::new();
         rooms.take_pending(|frames, members| seen.push((frames.len(), members.to_vec())));
         assert_eq!(seen, vec![(2, vec![1])]);
         rooms.take_pending(|_, _| panic!("nothing pending"));
-        assert!(rooms.push("live://1", 3, Bytes::from_static(b"abc")));
+        assert_eq!(rooms.push("live://1", 3, Bytes::from_static(b"abc"), MAX), Pushed::Queued);
         assert_eq!(rooms.pending_bytes(), 3 + PENDING_ENTRY_OVERHEAD_BYTES, "counted as held");
         rooms.take_pending(|_, _| {});
         assert_eq!(rooms.pending_bytes(), 0, "given back when taken");
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_bound_but_a_lone_frame_is_always_taken() {
+        let mut rooms = Rooms::default();
+        rooms.join("live://1", 1);
+        assert_eq!(rooms.push("live://1", 1, Bytes::from_static(b"0123456789"), 4), Pushed::Queued, "alone");
+        let full = rooms.push("live://1", 2, Bytes::from_static(b"a"), 4);
+        assert_eq!(full, Pushed::BatchFull(Bytes::from_static(b"a")), "handed back");
+        rooms.take_pending(|frames, _| assert_eq!(frames.len(), 1));
+        assert_eq!(rooms.push("live://1", 2, Bytes::from_static(b"ab"), 4), Pushed::Queued);
+        assert_eq!(rooms.push("live://1", 3, Bytes::from_static(b"cd"), 4), Pushed::Queued, "4 bytes fit 4");
+        assert!(matches!(rooms.push("live://1", 4, Bytes::from_static(b"e"), 4), Pushed::BatchFull(_)));
     }
 }

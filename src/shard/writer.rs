@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(write_out(&mut session, &mut written), WriteOutcome::Blocked, "4 MiB is more than the kernel takes");
         assert!(written > 0 && (written as usize) < answer.len());
         assert_eq!(
-            session.outbox.push(Rc::new(Bytes::from_static(b"auth reply")), 1 << 30),
+            session.outbox.push(Rc::new(Bytes::from_static(b"auth reply")), 1 << 30, 0),
             super::super::outbox::Queued::Ok
         );
         let mut got = Vec::new();
