@@ -70,7 +70,8 @@ impl Outbox {
             return Queued::Ok;
         }
         let within_bound = self.memory_bytes() + chunk.len() + CHUNK_OVERHEAD_BYTES <= bytes_max;
-        if !within_bound && !(self.chunks.is_empty() && chunk.len() <= lone_chunk_bytes_max) {
+        let lone_push = self.chunks.is_empty() && chunk.len() <= lone_chunk_bytes_max;
+        if !(within_bound || lone_push) {
             return Queued::Full;
         }
         self.queued_bytes += chunk.len();
