@@ -334,8 +334,10 @@ impl ClusterSection {
     }
 }
 
-/// Verified client auth tokens (`protocol::jwt`); off by default, as goim.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Who may connect: verified client auth tokens (`protocol::jwt`) and/or
+/// the business back end's answer (`protocol::auth_url`); both off by
+/// default, as goim.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSection {
     /// "" (off: the goim token is trusted), "HS256", "RS256" or "ES256".
@@ -344,6 +346,27 @@ pub struct AuthSection {
     pub jwt_secret: String,
     /// PEM public key for RS256 / ES256.
     pub jwt_public_key_path: String,
+    /// "" (off) or `http://host:port/path`: every auth frame is POSTed
+    /// there and only a 2xx answer admits the client.
+    pub url: String,
+    /// No answer within this long refuses the client (`auth_unavailable`).
+    pub url_timeout_ms: u64,
+    /// Calls one shard has open at once; a client past it is refused at
+    /// once (`auth_unavailable`, counted as busy).
+    pub url_calls_in_flight_per_shard_max: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            jwt_algorithm: String::new(),
+            jwt_secret: String::new(),
+            jwt_public_key_path: String::new(),
+            url: String::new(),
+            url_timeout_ms: 1000,
+            url_calls_in_flight_per_shard_max: 64,
+        }
+    }
 }
 
 /// The whole configuration, as read from the file (unknown keys are refused).
@@ -429,6 +452,16 @@ impl Config {
         }
         check(self.ws.path.starts_with('/'), "ws.path must start with /")?;
         crate::protocol::jwt::Verifier::from_config(&self.auth)?;
+        crate::protocol::auth_url::AuthUrl::from_config(&self.auth)?;
+        check(self.auth.url_timeout_ms >= 1, "auth.url_timeout_ms must be at least 1")?;
+        check(
+            self.auth.url.is_empty() || self.auth.url_timeout_ms < self.protocol.handshake_timeout_ms,
+            "auth.url_timeout_ms must be less than protocol.handshake_timeout_ms (the handshake deadline would close every client the auth URL is slow to answer)",
+        )?;
+        check(
+            self.auth.url_calls_in_flight_per_shard_max >= 1,
+            "auth.url_calls_in_flight_per_shard_max must be at least 1",
+        )?;
         crate::http::access::Access::new(&self.http.push_bearer_token, &self.http.push_allowed_networks)
             .map_err(|e| format!("http.push_allowed_networks: {e}"))?;
         check((1..=9).contains(&self.ws.compression_level), "ws.compression_level must be 1 to 9")?;

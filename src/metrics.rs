@@ -120,6 +120,11 @@ pub const UNDELIVERED_QUEUE_FULL: usize = 0;
 pub const UNDELIVERED_CLOSED: usize = 1;
 pub const UNDELIVERED_NOT_ACCEPTED: usize = 2;
 
+/// What a call to `[auth] url` came to (`result` label of
+/// `corecast_auth_url_calls_total`); busy: refused before calling, past
+/// `auth.url_calls_in_flight_per_shard_max`.
+pub const AUTH_URL_RESULTS: [&str; 4] = ["allow", "deny", "unavailable", "busy"];
+
 /// Push kinds (`kind` label).
 pub const PUSH_KINDS: [&str; 4] = ["keys", "mids", "room", "all"];
 /// Client transports (`transport` label).
@@ -137,6 +142,8 @@ pub struct Stats {
     /// Push frames not delivered, by `UNDELIVERED` index (bus_down is
     /// `bus_pushes_failed`).
     pub undelivered: [u64; UNDELIVERED.len()],
+    /// Calls to `[auth] url`, by `AUTH_URL_RESULTS` index.
+    pub auth_url_calls: [u64; AUTH_URL_RESULTS.len()],
     /// Push frames queued to connections, by `TRANSPORTS` index.
     pub deliveries: [u64; TRANSPORTS.len()],
     /// Bytes handed to client sockets (plaintext for WSS), by `TRANSPORTS` index.
@@ -235,6 +242,9 @@ impl Stats {
             *total += count;
         }
         for (total, count) in self.undelivered.iter_mut().zip(other.undelivered.iter()) {
+            *total += count;
+        }
+        for (total, count) in self.auth_url_calls.iter_mut().zip(other.auth_url_calls.iter()) {
             *total += count;
         }
         for (total, count) in self.deliveries.iter_mut().zip(other.deliveries.iter()) {
@@ -462,6 +472,13 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
             let count = if i == 3 { stats.bus_pushes_failed } else { stats.undelivered[i] };
             (*reason, count)
         }),
+    );
+    by_label(
+        &mut out,
+        "corecast_auth_url_calls_total",
+        "Calls to the business auth URL ([auth] url), by result.",
+        "result",
+        AUTH_URL_RESULTS.iter().zip(stats.auth_url_calls.iter()).map(|(r, v)| (*r, *v)),
     );
     by_label(
         &mut out,

@@ -1,7 +1,9 @@
 //! The HTTP request parser with its query decoder and chunked bodies: the
 //! head never claims bytes past its input, the query decoder stays within
 //! its pair bound, and a chunked body decoded in one go and resumed byte by
-//! byte agree.
+//! byte agree. The same bytes read as an answer of the business auth URL
+//! give a verdict only from a complete head within its bound, and a 2xx
+//! only when the status line says so.
 #![no_main]
 
 use corecast::http::parser::{self, BodyFraming, Chunked};
@@ -12,6 +14,14 @@ const HEAD_MAX: usize = 8192;
 const BODY_MAX: usize = 64 * 1024;
 
 fuzz_target!(|data: &[u8]| {
+    match corecast::protocol::auth_url::verdict(data) {
+        Some(corecast::protocol::auth_url::Verdict::Allow) => {
+            let line = &data[data.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(0)..];
+            assert!(line.starts_with(b"HTTP/1.") && line.get(9) == Some(&b'2'), "a 2xx status line");
+        }
+        None => assert!(data.len() <= corecast::protocol::auth_url::ANSWER_HEAD_BYTES_MAX),
+        Some(_) => {}
+    }
     let Ok(Some(head)) = parser::parse_head(data, HEAD_MAX, BODY_MAX) else { return };
     assert!(
         head.head_bytes <= data.len() && head.target_start <= head.target_end && head.target_end <= head.head_bytes

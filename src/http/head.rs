@@ -1,8 +1,10 @@
-//! The one HTTP/1.1 request-head parser, on httparse. The push API
+//! The one HTTP/1.1 head parser, on httparse. The push API
 //! (`parser::parse_head`) and the WebSocket upgrade
-//! (`ws::handshake::parse_upgrade`) both read their heads through it, so a
-//! head is complete, too large or malformed by one rule, and header values
-//! are trimmed one way.
+//! (`ws::handshake::parse_upgrade`) both read their request heads through
+//! it, so a head is complete, too large or malformed by one rule, and
+//! header values are trimmed one way; the business auth URL's answers
+//! (`protocol::auth_url`) are read by `parse_response` under the same
+//! bounds.
 //!
 //! Owns: the head size bound, the header count bound, and optional
 //! whitespace (RFC 9110 section 5.6.3: spaces and tabs only). Must never:
@@ -55,6 +57,21 @@ pub fn parse<'h, 'b>(
         headers: request.headers,
         head_bytes,
     }))
+}
+
+/// The status code of the response head at the start of `input`.
+/// `Ok(None)`: incomplete and still within `header_bytes_max`.
+pub fn parse_response(input: &[u8], header_bytes_max: usize) -> Result<Option<u16>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(input) {
+        Ok(httparse::Status::Complete(n)) if n > header_bytes_max => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(_)) => response.code.map(Some).ok_or(HeadError::Malformed),
+        Ok(httparse::Status::Partial) if input.len() > header_bytes_max => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed),
+    }
 }
 
 /// A header value without its optional whitespace (spaces and tabs).
@@ -117,6 +134,17 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
         for (head, max, expected) in cases {
             assert_eq!(verdicts(&head, max), (expected, expected), "{:?} at {max}", String::from_utf8_lossy(&head));
         }
+    }
+
+    #[test]
+    fn a_response_head_gives_its_status_under_the_same_bounds() {
+        let head = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse_response(head, 8192), Ok(Some(403)));
+        assert_eq!(parse_response(&head[..20], 8192), Ok(None));
+        assert_eq!(parse_response(&head[..20], 10), Err(HeadError::TooLarge));
+        assert_eq!(parse_response(head, 20), Err(HeadError::TooLarge));
+        assert_eq!(parse_response(b"HTTP/1.1 2000 OK\r\n\r\n", 8192), Err(HeadError::Malformed));
+        assert_eq!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n", 8192), Err(HeadError::Malformed));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod auth;
+pub mod auth_url;
 pub mod frame;
 pub mod jwt;
 pub mod op;

@@ -32,10 +32,15 @@ pub enum CloseReason {
     /// `[auth]` verifies tokens and this one was forged, expired, for
     /// another mid or room, or missing (or a room change left its grant).
     TokenRefused,
+    /// `[auth] url` answered with a status other than 2xx.
+    AuthDenied,
+    /// `[auth] url` gave no usable answer in time (or too many calls were
+    /// in flight): the check fails closed.
+    AuthUnavailable,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClosed,
         CloseReason::HandshakeTimeout,
         CloseReason::BadFrame,
@@ -49,6 +54,8 @@ impl CloseReason {
         CloseReason::BusGap,
         CloseReason::UpstreamRate,
         CloseReason::TokenRefused,
+        CloseReason::AuthDenied,
+        CloseReason::AuthUnavailable,
     ];
 
     pub fn index(self) -> usize {
@@ -70,6 +77,8 @@ impl CloseReason {
             CloseReason::BusGap => "bus_gap",
             CloseReason::UpstreamRate => "upstream_rate",
             CloseReason::TokenRefused => "token_refused",
+            CloseReason::AuthDenied => "auth_denied",
+            CloseReason::AuthUnavailable => "auth_unavailable",
         }
     }
 }

@@ -18,6 +18,11 @@ use std::rc::Rc;
 pub enum Phase {
     /// Accepted; waiting for the auth frame (op 7).
     Handshake,
+    /// The auth frame arrived and `[auth] url` is being asked. Frames after
+    /// it wait unread (at most one frame's worth), as goim's comet reads
+    /// nothing more before its Connect call returns; the handshake deadline
+    /// still runs.
+    Checking,
     /// Authenticated with positions: waiting for the room's sequencer to
     /// say where the connection joins the room's order. The directory is
     /// told only after that, so no push reaches the connection before its

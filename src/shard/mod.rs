@@ -14,6 +14,7 @@
 //! hundred bytes. Must never: hold a `RefCell` borrow across an `.await`.
 
 pub mod ack;
+pub mod auth_call;
 pub mod close;
 pub mod conns;
 pub mod directory;
@@ -144,6 +145,10 @@ pub struct Shard {
     /// Verifies auth tokens when `[auth]` asks (`Ok(None)`: goim's trust);
     /// `Err` (the key went away since the config was checked) refuses all.
     pub jwt: Result<Option<crate::protocol::jwt::Verifier>, String>,
+    /// The business auth URL (`[auth] url`; `None`: off), resolved at start.
+    pub auth_url: Result<Option<crate::protocol::auth_url::AuthUrl>, String>,
+    /// Calls to it open on this shard (`auth_call`).
+    pub auth_calls_in_flight: Cell<usize>,
 }
 
 /// Size of the shared read scratch: many small frames per read.
@@ -199,6 +204,8 @@ impl Shard {
             ip_rate: RefCell::default(),
             tls_handshakes: Cell::new(0),
             jwt: crate::protocol::jwt::Verifier::from_config(&config.auth),
+            auth_url: crate::protocol::auth_url::AuthUrl::from_config(&config.auth),
+            auth_calls_in_flight: Cell::new(0),
             config,
         }
     }

@@ -92,16 +92,26 @@ pub(crate) fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Resul
             // goim ignores frames before the auth frame.
             Phase::Handshake if f.op != op::AUTH => {}
             Phase::Handshake => authenticate(shard, conn, f)?,
+            Phase::Checking => return unread_while_checking(input, used - len, body_max),
             Phase::Attaching | Phase::Registering | Phase::Established => handle_frame(shard, conn, f),
         }
     }
     Ok(used)
 }
 
-/// Registers the session locally (key, mid, room, accepts; auth reply
-/// queued but held), then asks the directory shards to record it. A
-/// connection with positions and a room first asks the room's sequencer
-/// where it joins (`positions`); the directory is told once that is known.
+/// Frames after the auth frame while `[auth] url` is asked: left unread
+/// (the session's partial tail, handled once the client is admitted), at
+/// most one frame's worth; a client that sends more is closed.
+fn unread_while_checking(input: &[u8], used: usize, body_max: usize) -> Result<usize, CloseReason> {
+    if input.len() - used > body_max + frame::HEADER_BYTES {
+        return Err(CloseReason::BadFrame);
+    }
+    Ok(used)
+}
+
+/// The auth frame: the token parsed and, with `[auth]` on, verified (JWT)
+/// and/or put to the business URL (`auth_call`: the client waits in
+/// `Phase::Checking` for its answer); then `admit`.
 fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(), CloseReason> {
     let mut token = {
         let mut scratch = shard.json_scratch.borrow_mut();
@@ -124,13 +134,41 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
             return Err(CloseReason::TokenRefused);
         }
     };
+    let admission = Admission { token, grant, ver: f.ver, seq: f.seq };
+    match &shard.auth_url {
+        Ok(None) => {
+            admit(shard, conn, admission);
+            Ok(())
+        }
+        Ok(Some(url)) => shard.ask_auth_url(conn, url, f.body, admission),
+        Err(e) => {
+            crate::log_warn!("shard {}: client refused: the auth URL is unusable: {e}", shard.id);
+            Err(CloseReason::AuthUnavailable)
+        }
+    }
+}
+
+/// What admitting a client needs from its auth frame.
+pub struct Admission {
+    pub token: auth::Token,
+    pub grant: Option<Box<crate::protocol::jwt::Grant>>,
+    pub ver: i16,
+    pub seq: i32,
+}
+
+/// Registers the session locally (key, mid, room, accepts; auth reply
+/// queued but held), then asks the directory shards to record it. A
+/// connection with positions and a room first asks the room's sequencer
+/// where it joins (`positions`); the directory is told once that is known.
+pub fn admit(shard: &Shard, conn: ConnRef, admission: Admission) {
+    let Admission { token, grant, ver, seq } = admission;
     let positions = token.wants_positions();
     let key = if token.key.is_empty() { shard.new_key() } else { token.key };
     let (ip, attach_to) = {
         let mut state = shard.state.borrow_mut();
         let state = &mut *state;
         let Some(session) = state.conns.get_mut(conn) else {
-            return Ok(());
+            return;
         };
         session.phase = Phase::Registering;
         session.grant = grant;
@@ -148,7 +186,7 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
                 join(state, conn, &token.room_id);
             }
         }
-        let reply = frame::encode(f.ver, op::AUTH_REPLY, f.seq, b"");
+        let reply = frame::encode(ver, op::AUTH_REPLY, seq, b"");
         shard.enqueue_reply(state, conn, reply);
         (ip, attach_to)
     };
@@ -160,7 +198,6 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
         }
         None => register(shard, conn),
     }
-    Ok(())
 }
 
 /// Asks the directory shards to record the session's key and mid; the held
@@ -231,7 +268,7 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
     let reason = session.close_reason.unwrap_or(CloseReason::ClientClosed);
     shard.stats.borrow_mut().closed[reason.index()] += 1;
     crate::log_debug!("shard {}: connection {} closed: {}", shard.id, session.key, reason.name());
-    if session.phase == Phase::Handshake {
+    if matches!(session.phase, Phase::Handshake | Phase::Checking) {
         shard.sync_interest();
         return;
     }

@@ -210,6 +210,14 @@ fn consume_with(shard: &Shard, conn: ConnRef, ws: &mut WsState, input: &mut [u8]
         }
     }
     loop {
+        if checking(shard, conn) {
+            // The auth URL is being asked: later messages wait unread (one
+            // message's worth at most), handled once the client is admitted.
+            if input.len() - used > ws.decoder.message_bytes_max() + WS_HEADER_BYTES_MAX {
+                return Err(CloseReason::BadFrame);
+            }
+            return Ok(used);
+        }
         match ws.decoder.decode(&mut input[used..]) {
             Ok(None) => return Ok(used),
             Ok(Some((event, len))) => {
@@ -249,6 +257,13 @@ fn protocol_error(shard: &Shard, conn: ConnRef, code: CloseCode) -> CloseReason 
     crate::log_debug!("shard {}: WebSocket protocol error {}", shard.id, code.0);
     shard.write_control(conn, encode_close(code.0, code.reason()));
     CloseReason::BadFrame
+}
+
+/// The longest WebSocket frame header (2 + 8 length + 4 mask).
+const WS_HEADER_BYTES_MAX: usize = 14;
+
+fn checking(shard: &Shard, conn: ConnRef) -> bool {
+    shard.state.borrow().conns.get(conn).is_some_and(|s| s.phase == super::conns::Phase::Checking)
 }
 
 /// Every message must hold whole goim frames.

@@ -1,0 +1,146 @@
+//! The business auth URL's calls of one shard (`[auth] url`; the request
+//! and the verdict are `protocol::auth_url`'s): one TCP connection per call
+//! (`Connection: close`), at most `auth.url_calls_in_flight_per_shard_max`
+//! open at once, each given `auth.url_timeout_ms` in all (connect, write,
+//! answer). The client waits in `Phase::Checking` meanwhile.
+//!
+//! Owns: the in-flight count, the call task, and what its verdict does to
+//! the connection: admitted (its held frames then handled), or closed as
+//! `auth_denied` / `auth_unavailable` (WebSocket clients get close 1008 /
+//! 1013 first), counted by result. Must never: hold a borrow across an
+//! await, act on a connection that closed or was replaced in its slot
+//! meanwhile (generation-checked `ConnRef`, phase checked), or read an
+//! answer past its head bound.
+
+use super::close::CloseReason;
+use super::conns::{ConnRef, Phase};
+use super::session::{self, Admission};
+use super::Shard;
+use crate::protocol::auth_url::{self, AuthUrl, Verdict};
+use crate::ws::frame::{encode_close, CloseCode};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use std::time::Duration;
+
+/// Bytes read from the auth service per read.
+const READ_CHUNK_BYTES: usize = 2048;
+
+const ALLOW: usize = 0;
+const DENY: usize = 1;
+const UNAVAILABLE: usize = 2;
+const BUSY: usize = 3;
+
+impl Shard {
+    /// Puts `conn`'s auth frame body to the auth URL; the connection is
+    /// admitted or closed when the answer comes. Past the in-flight bound
+    /// the client is refused at once.
+    pub fn ask_auth_url(
+        &self,
+        conn: ConnRef,
+        url: &AuthUrl,
+        token_body: &[u8],
+        admission: Admission,
+    ) -> Result<(), CloseReason> {
+        let in_flight_max = self.config.auth.url_calls_in_flight_per_shard_max;
+        if self.auth_calls_in_flight.get() >= in_flight_max {
+            self.stats.borrow_mut().auth_url_calls[BUSY] += 1;
+            crate::log_warn!("shard {}: {in_flight_max} auth URL calls in flight, refusing a client", self.id);
+            return Err(close_ws(self, conn, CloseCode(1013), CloseReason::AuthUnavailable));
+        }
+        let request = {
+            let mut state = self.state.borrow_mut();
+            let Some(session) = state.conns.get_mut(conn) else { return Ok(()) };
+            session.phase = Phase::Checking;
+            let transport = crate::metrics::TRANSPORTS[super::queue::transport_of(session)];
+            url.request(token_body, session.ip, transport)
+        };
+        self.auth_calls_in_flight.set(self.auth_calls_in_flight.get() + 1);
+        let shard = super::runtime::current();
+        let addr = url.addr;
+        glommio::spawn_local(async move {
+            let timeout = Duration::from_millis(shard.config.auth.url_timeout_ms);
+            let verdict = futures_lite::future::or(exchange(addr, request), async move {
+                glommio::timer::sleep(timeout).await;
+                Verdict::Unavailable(format!("no answer within {} ms", timeout.as_millis()))
+            })
+            .await;
+            shard.auth_calls_in_flight.set(shard.auth_calls_in_flight.get() - 1);
+            settle(&shard, conn, verdict, admission);
+        })
+        .detach();
+        Ok(())
+    }
+}
+
+/// One call: connect, send the request, read until the answer's head is
+/// complete (or the connection ends).
+async fn exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> Verdict {
+    let mut stream = match glommio::net::TcpStream::connect(addr).await {
+        Ok(stream) => stream,
+        Err(e) => return Verdict::Unavailable(format!("cannot connect to {addr}: {e}")),
+    };
+    if let Err(e) = stream.write_all(&request).await {
+        return Verdict::Unavailable(format!("cannot send to {addr}: {e}"));
+    }
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; READ_CHUNK_BYTES];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => {
+                return auth_url::verdict(&answer)
+                    .unwrap_or_else(|| Verdict::Unavailable(format!("{addr} closed before answering")))
+            }
+            Ok(n) => {
+                answer.extend_from_slice(&chunk[..n]);
+                if let Some(verdict) = auth_url::verdict(&answer) {
+                    return verdict;
+                }
+            }
+            Err(e) => return Verdict::Unavailable(format!("cannot read from {addr}: {e}")),
+        }
+    }
+}
+
+/// The answer came: admit the client, or close it with the reason.
+fn settle(shard: &Shard, conn: ConnRef, verdict: Verdict, admission: Admission) {
+    let result = match verdict {
+        Verdict::Allow => ALLOW,
+        Verdict::Deny(_) => DENY,
+        Verdict::Unavailable(_) => UNAVAILABLE,
+    };
+    shard.stats.borrow_mut().auth_url_calls[result] += 1;
+    let waiting =
+        shard.state.borrow().conns.get(conn).is_some_and(|s| s.phase == Phase::Checking && s.close_reason.is_none());
+    if !waiting {
+        return; // Closed meanwhile (its deadline, or the client left).
+    }
+    match verdict {
+        Verdict::Allow => {
+            session::admit(shard, conn, admission);
+            // The frames that came after the auth frame, in order.
+            session::on_bytes(shard, conn, &mut []);
+        }
+        Verdict::Deny(status) => {
+            crate::log_debug!("shard {}: the auth URL refused a client (status {status})", shard.id);
+            let reason = close_ws(shard, conn, CloseCode(1008), CloseReason::AuthDenied);
+            shard.close(conn, reason);
+        }
+        Verdict::Unavailable(why) => {
+            crate::log_warn!("shard {}: client refused: no answer from the auth URL: {why}", shard.id);
+            let reason = close_ws(shard, conn, CloseCode(1013), CloseReason::AuthUnavailable);
+            shard.close(conn, reason);
+        }
+    }
+    shard.flush.raise();
+}
+
+/// A WebSocket client is told why before it is closed (1008 policy
+/// violation, 1013 try again later); a goim TCP client is just closed.
+fn close_ws(shard: &Shard, conn: ConnRef, code: CloseCode, reason: CloseReason) -> CloseReason {
+    let ws = shard.state.borrow().conns.get(conn).is_some_and(|s| s.ws.is_some());
+    if ws {
+        let text = if reason == CloseReason::AuthDenied { "auth denied" } else { "auth unavailable" };
+        shard.write_control(conn, encode_close(code.0, text));
+    }
+    reason
+}
