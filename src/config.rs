@@ -474,6 +474,7 @@ impl Config {
             )?;
         }
         self.check_listeners_apart()?;
+        self.check_settings_agree()?;
         let cluster = &self.cluster;
         check(
             crate::cluster::subject::valid_prefix(&cluster.subject_prefix),
@@ -497,6 +498,52 @@ impl Config {
     /// Parses a `host:port` bind address.
     pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         text.parse().map_err(|_| format!("bad config: bind address {text:?} is not ip:port"))
+    }
+
+    /// Settings that each pass alone but contradict another one (the
+    /// operator meant something this config would not do): refused, naming
+    /// both keys.
+    fn check_settings_agree(&self) -> Result<(), String> {
+        let refuse = |why: String| Err(format!("bad config: {why}"));
+        let auth = &self.auth;
+        let key_given = !auth.jwt_public_key_path.is_empty();
+        let secret_given = !auth.jwt_secret.is_empty();
+        match auth.jwt_algorithm.as_str() {
+            "" if key_given || secret_given => {
+                return refuse(
+                    "auth.jwt_secret or auth.jwt_public_key_path is set but auth.jwt_algorithm is empty: \
+                     tokens would not be verified"
+                        .into(),
+                )
+            }
+            "HS256" if key_given => {
+                return refuse(
+                    "auth.jwt_public_key_path is set but auth.jwt_algorithm is HS256, which uses auth.jwt_secret"
+                        .into(),
+                )
+            }
+            algorithm @ ("RS256" | "ES256") if secret_given => {
+                return refuse(format!(
+                    "auth.jwt_secret is set but auth.jwt_algorithm is {algorithm}, which uses auth.jwt_public_key_path"
+                ))
+            }
+            _ => {}
+        }
+        if self.demo.enabled && self.ws.bind.is_empty() {
+            return refuse("demo.enabled needs ws.bind: the demo page connects over WebSocket".into());
+        }
+        let cluster = &self.cluster;
+        if !cluster.enabled() && !cluster.node_id.is_empty() {
+            return refuse("cluster.node_id is set but cluster.nats_urls is empty: the node would run alone".into());
+        }
+        if cluster.enabled() && cluster.bus_outbound_bytes_max < self.limits.request_body_bytes_max + (64 << 10) {
+            return refuse(
+                "cluster.bus_outbound_bytes_max must be at least limits.request_body_bytes_max + 65536: \
+                 the largest push must fit the bus's buffer"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Two listeners on one port contradict each other: every shard binds

@@ -52,6 +52,25 @@ fn version_help_and_check_config() {
     let (code, _, err) = run(&["--check-config", clash.to_str().expect("utf-8 path")]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("tcp.bind") && err.contains("ws.bind"), "the message names both keys: {err}");
+    // Settings that each pass alone but contradict another: all accepted
+    // before (exit 0), each naming both keys now.
+    let contradictions = [
+        ("[auth]\njwt_secret = \"s\"\n", ["auth.jwt_secret", "auth.jwt_algorithm"]),
+        ("[auth]\njwt_algorithm = \"HS256\"\njwt_secret = \"s\"\njwt_public_key_path = \"/k.pem\"\n", ["auth.jwt_public_key_path", "HS256"]),
+        ("[demo]\nenabled = true\n[ws]\nbind = \"\"\n", ["demo.enabled", "ws.bind"]),
+        ("[cluster]\nnode_id = \"a\"\n", ["cluster.node_id", "cluster.nats_urls"]),
+        (
+            "[limits]\nrequest_body_bytes_max = 2097152\nmesh_pending_bytes_max = 4194304\n[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]\nbus_outbound_bytes_max = 1048576\n",
+            ["cluster.bus_outbound_bytes_max", "limits.request_body_bytes_max"],
+        ),
+    ];
+    for (i, (text, keys)) in contradictions.iter().enumerate() {
+        let path = dir.join(format!("contradiction-{i}.toml"));
+        std::fs::write(&path, text).expect("write");
+        let (code, _, err) = run(&["--check-config", path.to_str().expect("utf-8 path")]);
+        assert_eq!(code, 1, "{text}: {err}");
+        assert!(keys.iter().all(|key| err.contains(key)), "{text}: the message names {keys:?}: {err}");
+    }
     let (code, _, err) = run(&["--bogus"]);
     assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
