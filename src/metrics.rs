@@ -124,6 +124,10 @@ pub const UNDELIVERED_NOT_ACCEPTED: usize = 2;
 /// `corecast_auth_url_calls_total`); busy: refused before calling, past
 /// `auth.url_calls_in_flight_per_shard_max`.
 pub const AUTH_URL_RESULTS: [&str; 4] = ["allow", "deny", "unavailable", "busy"];
+pub const AUTH_URL_ALLOW: usize = 0;
+pub const AUTH_URL_DENY: usize = 1;
+pub const AUTH_URL_UNAVAILABLE: usize = 2;
+pub const AUTH_URL_BUSY: usize = 3;
 
 /// Push kinds (`kind` label).
 pub const PUSH_KINDS: [&str; 4] = ["keys", "mids", "room", "all"];

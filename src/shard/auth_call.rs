@@ -16,19 +16,15 @@ use super::close::CloseReason;
 use super::conns::{ConnRef, Phase};
 use super::session::{self, Admission};
 use super::Shard;
+use crate::metrics::AUTH_URL_UNAVAILABLE as UNAVAILABLE;
+use crate::metrics::{AUTH_URL_ALLOW as ALLOW, AUTH_URL_BUSY as BUSY, AUTH_URL_DENY as DENY};
 use crate::protocol::auth_url::{self, AuthUrl, Verdict};
 use crate::ws::frame::{encode_close, CloseCode};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-
 use std::time::Duration;
 
 /// Bytes read from the auth service per read.
 const READ_CHUNK_BYTES: usize = 2048;
-
-const ALLOW: usize = 0;
-const DENY: usize = 1;
-const UNAVAILABLE: usize = 2;
-const BUSY: usize = 3;
 
 impl Shard {
     /// Puts `conn`'s auth frame body to the auth URL; the connection is
