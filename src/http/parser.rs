@@ -166,6 +166,11 @@ impl Chunked {
             let pos = self.consumed;
             let rest = input.get(pos..).ok_or(HttpError::Malformed)?;
             let (data_start, size) = match httparse::parse_chunk_size(rest) {
+                // Past the bound complete as in pieces (`pending`): one verdict
+                // however the line arrives.
+                Ok(httparse::Status::Complete((used, _))) if used > CHUNK_LINE_BYTES_MAX + 2 => {
+                    return Err(HttpError::Malformed)
+                }
                 Ok(httparse::Status::Complete((used, size))) => (pos + used, size),
                 Ok(httparse::Status::Partial) => return pending(rest.len()),
                 Err(_) => return Err(HttpError::Malformed),
@@ -213,8 +218,13 @@ pub fn decode_chunked(input: &[u8], body_bytes_max: usize, body: &mut Vec<u8>) -
     result
 }
 
-/// A chunk-size line longer than this is malformed (hex digits + extensions).
+/// A chunk-size or trailer line longer than this is malformed (hex digits +
+/// extensions; a trailer field), complete or not.
 const CHUNK_LINE_BYTES_MAX: usize = 1024;
+
+/// The trailer section (after the last chunk) is malformed past this; it is
+/// rescanned from its start on each read, so this also bounds that work.
+const TRAILERS_BYTES_MAX: usize = 8 * 1024;
 
 /// An incomplete chunk-size line: wait for more, unless it is already too long.
 fn pending(pending_line: usize) -> Result<Option<usize>, HttpError> {
@@ -229,8 +239,15 @@ fn skip_trailers(input: &[u8]) -> Result<Option<usize>, HttpError> {
     let mut pos = 0;
     loop {
         let Some(line_len) = input[pos..].windows(2).position(|w| w == b"\r\n") else {
-            return if input.len() - pos > CHUNK_LINE_BYTES_MAX { Err(HttpError::Malformed) } else { Ok(None) };
+            let pending_bytes = input.len() - pos;
+            let too_long = pending_bytes > CHUNK_LINE_BYTES_MAX || input.len() > TRAILERS_BYTES_MAX;
+            return if too_long { Err(HttpError::Malformed) } else { Ok(None) };
         };
+        // The same bounds for a complete line as for one still arriving, so
+        // the verdict does not depend on how the bytes were split.
+        if line_len > CHUNK_LINE_BYTES_MAX || pos + line_len + 2 > TRAILERS_BYTES_MAX {
+            return Err(HttpError::Malformed);
+        }
         pos += line_len + 2;
         if line_len == 0 {
             return Ok(Some(pos));
@@ -241,6 +258,33 @@ fn skip_trailers(input: &[u8]) -> Result<Option<usize>, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `fuzz/fuzz_targets/http_request.rs` (60 s run): a trailer line
+    /// of 1,100 bytes was refused while arriving in pieces but taken whole;
+    /// likewise a chunk-size line with a long extension. Both are refused
+    /// now, however the bytes are split.
+    #[test]
+    fn long_chunk_and_trailer_lines_get_one_verdict_whole_or_in_pieces() {
+        let long = "a".repeat(CHUNK_LINE_BYTES_MAX + 76);
+        let trailer = format!("3\r\nabc\r\n0\r\nX: {long}\r\n\r\n").into_bytes();
+        let extension = format!("3;x={long}\r\nabc\r\n0\r\n\r\n").into_bytes();
+        let many: String = (0..1500).map(|i| format!("T{i}: v\r\n")).collect();
+        let trailers = format!("0\r\n{many}\r\n").into_bytes();
+        for body in [trailer, extension, trailers] {
+            let mut whole = Vec::new();
+            let once = decode_chunked(&body, 1 << 20, &mut whole);
+            let mut resumed = Chunked::default();
+            let mut outcome = Ok(None);
+            for end in 0..=body.len() {
+                outcome = resumed.decode(&body[..end], 1 << 20);
+                if outcome != Ok(None) {
+                    break;
+                }
+            }
+            assert_eq!(once, Err(HttpError::Malformed), "{}", String::from_utf8_lossy(&body[..40]));
+            assert_eq!(outcome, once, "whole and in pieces agree");
+        }
+    }
 
     #[test]
     fn a_chunked_body_resumed_byte_by_byte_decodes_as_a_whole_and_scans_each_byte_once() {
