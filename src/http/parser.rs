@@ -153,6 +153,9 @@ pub struct Chunked {
     consumed: usize,
     /// The data of those chunks.
     pub body: Vec<u8>,
+    /// Past the last chunk: where the trailer section starts (`consumed` is
+    /// then where its next line starts, so trailers are scanned once too).
+    trailers_start: Option<usize>,
 }
 
 impl Chunked {
@@ -163,6 +166,9 @@ impl Chunked {
     /// error, `reset` before the next body.
     pub fn decode(&mut self, input: &[u8], body_bytes_max: usize) -> Result<Option<usize>, HttpError> {
         loop {
+            if let Some(start) = self.trailers_start {
+                return self.skip_trailers(input, start);
+            }
             let pos = self.consumed;
             let rest = input.get(pos..).ok_or(HttpError::Malformed)?;
             let (data_start, size) = match httparse::parse_chunk_size(rest) {
@@ -176,10 +182,9 @@ impl Chunked {
                 Err(_) => return Err(HttpError::Malformed),
             };
             if size == 0 {
-                return match skip_trailers(&input[data_start..])? {
-                    Some(used) => Ok(Some(data_start + used)),
-                    None => Ok(None),
-                };
+                self.consumed = data_start;
+                self.trailers_start = Some(data_start);
+                continue;
             }
             if size > (body_bytes_max - self.body.len()) as u64 {
                 return Err(HttpError::BodyTooLarge);
@@ -196,8 +201,32 @@ impl Chunked {
         }
     }
 
+    /// Skips trailer lines from `consumed` to the empty line that ends the
+    /// body; returns the bytes the whole body used. A line is bounded by
+    /// `CHUNK_LINE_BYTES_MAX` and the section by `TRAILERS_BYTES_MAX`,
+    /// complete or still arriving, so the verdict does not depend on how
+    /// the bytes were split.
+    fn skip_trailers(&mut self, input: &[u8], start: usize) -> Result<Option<usize>, HttpError> {
+        loop {
+            let pos = self.consumed;
+            let rest = input.get(pos..).ok_or(HttpError::Malformed)?;
+            let Some(line_len) = rest.windows(2).position(|w| w == b"\r\n") else {
+                let too_long = rest.len() > CHUNK_LINE_BYTES_MAX || input.len() - start > TRAILERS_BYTES_MAX;
+                return if too_long { Err(HttpError::Malformed) } else { Ok(None) };
+            };
+            if line_len > CHUNK_LINE_BYTES_MAX || pos + line_len + 2 - start > TRAILERS_BYTES_MAX {
+                return Err(HttpError::Malformed);
+            }
+            self.consumed = pos + line_len + 2;
+            if line_len == 0 {
+                return Ok(Some(self.consumed));
+            }
+        }
+    }
+
     /// Ready for the next body (a large buffer is given back).
     pub fn reset(&mut self) {
+        self.trailers_start = None;
         self.consumed = 0;
         self.body.clear();
         if self.body.capacity() > 64 * 1024 {
@@ -222,8 +251,8 @@ pub fn decode_chunked(input: &[u8], body_bytes_max: usize, body: &mut Vec<u8>) -
 /// extensions; a trailer field), complete or not.
 const CHUNK_LINE_BYTES_MAX: usize = 1024;
 
-/// The trailer section (after the last chunk) is malformed past this; it is
-/// rescanned from its start on each read, so this also bounds that work.
+/// The trailer section (after the last chunk) is malformed past this
+/// (corecast ignores trailers: a client has no reason to send many).
 const TRAILERS_BYTES_MAX: usize = 8 * 1024;
 
 /// An incomplete chunk-size line: wait for more, unless it is already too long.
@@ -232,27 +261,6 @@ fn pending(pending_line: usize) -> Result<Option<usize>, HttpError> {
         return Err(HttpError::Malformed);
     }
     Ok(None)
-}
-
-/// Trailer section after the last chunk: header lines, then an empty line.
-fn skip_trailers(input: &[u8]) -> Result<Option<usize>, HttpError> {
-    let mut pos = 0;
-    loop {
-        let Some(line_len) = input[pos..].windows(2).position(|w| w == b"\r\n") else {
-            let pending_bytes = input.len() - pos;
-            let too_long = pending_bytes > CHUNK_LINE_BYTES_MAX || input.len() > TRAILERS_BYTES_MAX;
-            return if too_long { Err(HttpError::Malformed) } else { Ok(None) };
-        };
-        // The same bounds for a complete line as for one still arriving, so
-        // the verdict does not depend on how the bytes were split.
-        if line_len > CHUNK_LINE_BYTES_MAX || pos + line_len + 2 > TRAILERS_BYTES_MAX {
-            return Err(HttpError::Malformed);
-        }
-        pos += line_len + 2;
-        if line_len == 0 {
-            return Ok(Some(pos));
-        }
-    }
 }
 
 #[cfg(test)]
