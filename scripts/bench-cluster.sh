@@ -217,7 +217,7 @@ fi
 want cost || exit 0
 echo "### Cost of clustering (one node, 1 room x 1,000 members, shards = 1)"
 echo
-echo "Each round runs the same fan-out on a fresh node without and with [cluster] (nats-server on loopback): at a fixed 4,000 pushes/s (4 M deliveries/s: both must sustain it; on a 2-CPU machine it fills a core either way, so this row only shows that both sustain it), and saturated in a closed loop with 8 publishers x 16 pipelined and with 16 x 16. In this closed loop the clustered node waits for the bus round trip every cycle (nats-server shares the two CPUs with the node and the generator). Measured with perf stat and the server's counters (docs/performance.md, Cost of clustering): with 128 pushes in flight it was idle about 3 % of the time, with 7 times the context switches, and carried 86 to 121 frames per write against 128; with 256 in flight, 224 to 256 frames per write against 255, so the wait is a smaller share of the work."
+echo "Each round runs the same fan-out on a fresh node without and with [cluster] (nats-server on loopback, pinned to CPU 0 with the node's shard; the generator alone on CPU 1): at a fixed 4,000 pushes/s (4 M deliveries/s: both must sustain it; on a 2-CPU machine it fills a core either way, so this row only shows that both sustain it), and saturated in a closed loop with 8 publishers x 16 pipelined and with 16 x 16. In this closed loop the clustered node waits for the bus round trip every cycle (nats-server shares the two CPUs with the node and the generator). Measured with perf stat and the server's counters (docs/performance.md, Cost of clustering): with 128 pushes in flight it was idle about 3 % of the time, with 7 times the context switches, and carried 86 to 121 frames per write against 128; with 256 in flight, 224 to 256 frames per write against 255, so the wait is a smaller share of the work."
 echo
 echo "| round | load | without: deliveries / node CPU-s | with: / node CPU-s | with: / node + nats-server CPU-s | ratio (node) |"
 echo "|---|---|---|---|---|---|"
@@ -233,6 +233,11 @@ one_node() { # CLUSTERED GENERATOR-ARGS... -> "deliveries_per_cpu_s delivered"
     stop_pid "$NODE_PID"
     echo "$(json_num "$j0" deliveries_per_server_cpu_s) $(json_num "$j0" delivered)"
 }
+# nats-server is server-side infrastructure: here it shares CPU 0 with the
+# node, and the generator (standing in for the clients) keeps CPU 1 alone.
+# Floating over both CPUs, it took its time from the generator as often as
+# from the node, which slowed the closed loop itself (docs/performance.md).
+taskset -a -p -c 0 "$NATS_PID" >/dev/null || echo "bench-cluster: could not pin nats-server to CPU 0" >&2
 TICKS=$(getconf CLK_TCK)
 nats_cpu() { awk '{print $14 + $15}' "/proc/$NATS_PID/stat"; }
 for r in $(seq 1 "$ROUNDS"); do
