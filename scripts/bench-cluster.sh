@@ -252,8 +252,24 @@ for r in $(seq 1 "$ROUNDS"); do
         with_nats=$(awk -v d="$delivered" -v c="$clustered" -v n0="$n0" -v n1="$n1" -v t="$TICKS" \
             'BEGIN { node = d / c; nats = (n1 - n0) / t; printf "%.0f", d / (node + nats) }')
         printf '| %s | %s | %.0f | %.0f | %s | %.3f |\n' "$r" "$load" "$plain" "$clustered" "$with_nats" \
-            "$(awk -v a="$clustered" -v b="$plain" 'BEGIN { print a / b }')"
+            "$(awk -v a="$clustered" -v b="$plain" 'BEGIN { print a / b }')" | tee -a "$WORK/cost-rows.md"
     done
 done
 echo
 echo "nats-server's CPU in the fifth column covers the whole clustered run (connects, reports and pushes)."
+echo
+# One round swings widely on this shared machine; the verdict is on medians.
+python3 - "$WORK/cost-rows.md" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    rows.setdefault(cells[1], []).append((float(cells[2]), float(cells[3]), float(cells[5])))
+for load, runs in rows.items():
+    ratios = sorted(r[2] for r in runs)
+    plain = statistics.median(r[0] for r in runs)
+    clustered = statistics.median(r[1] for r in runs)
+    print(f"- {load}, {len(runs)} rounds: median ratio {statistics.median(ratios):.3f} "
+          f"(from {ratios[0]:.3f} to {ratios[-1]:.3f}); ratio of the medians {clustered / plain:.3f} "
+          f"({clustered / 1e6:.2f} M / {plain / 1e6:.2f} M deliveries per node CPU-second)")
+PY
