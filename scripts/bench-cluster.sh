@@ -102,12 +102,6 @@ EOF
     NODE_HTTP=$HTTP
 }
 
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-}
 
 wait_live() { # HTTP COUNT
     for _ in $(seq 1 100); do
@@ -169,7 +163,7 @@ echo
 echo "- online/total on node 1 while all were held: conn_count = **$TOTAL** (3 processes, one per node; one process holds at most about 19,900 here)."
 echo "- RSS while held: ${RSS_LINE}nats-server $NATS_RSS MiB; node 1 held $SUBS bus subscriptions (a key and a mid per connection, its rooms, 4 fixed per shard)."
 echo
-for i in 1 2 3; do stop_pid "${NP[$i]}"; done
+for i in 1 2 3; do stop_corecast "${NP[$i]}"; done
 fi
 
 # ---- 2. fan-out across nodes ----
@@ -210,7 +204,7 @@ fanout_cluster cluster-rate-3000 --rate 3000 --publishers 4
 echo
 echo "Node 1 publishes, per room push, one request to the sequencer when another node sequences the room, or the numbered push and the reply when it does; node 1 also reports every second."
 echo
-for i in 1 2 3; do stop_pid "${NP[$i]}"; done
+for i in 1 2 3; do stop_corecast "${NP[$i]}"; done
 fi
 
 # ---- 3. cost of clustering on one node ----
@@ -230,7 +224,7 @@ one_node() { # CLUSTERED GENERATOR-ARGS... -> "deliveries_per_cpu_s delivered"
     j0=$(timeout 300 taskset -c 1 "$GEN" fanout --tcp "$NODE_TCP" --http "$NODE_HTTP" --server-pid "$NODE_PID" \
         --members-per-room 1000 --rooms 1 --duration-s "$DUR" --json --label "one-$clustered" "$@" \
         2>"$WORK/one-$clustered.err" | grep '^{' | tail -1)
-    stop_pid "$NODE_PID"
+    stop_corecast "$NODE_PID"
     echo "$(json_num "$j0" deliveries_per_server_cpu_s) $(json_num "$j0" delivered)"
 }
 # nats-server is server-side infrastructure: here it shares CPU 0 with the

@@ -68,10 +68,7 @@ EOF
 }
 
 stop() {
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
+    stop_corecast "$PID"
     PID=""
 }
 

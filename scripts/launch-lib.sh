@@ -1,5 +1,6 @@
-# Starting one corecast for the scripts (sourced by bench-lib.sh,
-# bench-deflate.sh and soak.sh, not run).
+# Starting and stopping one corecast for the scripts (sourced by
+# bench-lib.sh, bench-deflate.sh, bench-cluster.sh, soak.sh and others, not
+# run).
 #
 # launch_corecast BINARY CONFIG OUT ERR: starts BINARY --config CONFIG with
 # stdout to OUT and stderr to ERR, waits up to 10 s for its
@@ -25,4 +26,14 @@ launch_corecast() {
     TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
     HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
     WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
+}
+
+# stop_corecast PID: SIGTERM, up to 5 s to exit (the drain), then SIGKILL;
+# reaps it either way.
+stop_corecast() {
+    local pid=$1 _
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
 }
