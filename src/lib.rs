@@ -3,28 +3,43 @@
 //! connection is state, not an io_uring source and a task); the HTTP API,
 //! the shard mesh and the cluster bus use glommio's io_uring rings.
 //!
-//! # Layout
+//! # Layout: folders in the order a push meets them
 //!
-//! - `config`: the TOML configuration, validated once, shared read-only.
-//! - `metrics`: counters and the Prometheus text of `GET /metrics`.
-//! - `protocol`: the goim frame codec and auth token (sans-IO).
-//! - `http`: the push / online / nodes API: parser, query decoding, the
-//!   endpoints, and the per-shard connection loop.
-//! - `shard`: everything a core owns: connections (`conns`, `session`),
-//!   rooms, the order and history of the rooms it sequences (`sequencer`,
-//!   `positions`), its directory partition, online counts, outboxes, the
-//!   fan-out and the flusher, the mesh to other shards with its
-//!   acknowledgements (`ack`), and the runtime that starts it all.
-//! - `tls`: the WSS port's TLS on rustls.
-//! - `ws`: the WebSocket wire format and upgrade handshake (sans-IO).
+//! Each folder depends only on the ones listed above it (the `layering`
+//! test reads the `use` lines and holds this):
+//!
+//! - `config`, `log`, `latency`, `signal`, `lifecycle`: the base every
+//!   layer may use (the TOML config, logging, clocks, a shard-local wake-up,
+//!   the process-wide shutdown and serving flags).
+//! - `proto`: the sans-IO codecs: goim frames and tokens, WebSocket, the
+//!   HTTP/1 head and request parser, the NATS protocol, JWTs, the auth
+//!   URL's request and verdict. Bytes in, values out; no sockets, no clock.
+//! - `delivery`: what waits to be written: room member lists and the
+//!   per-connection outbox.
+//! - `conn`: a connection's state (the slab of sessions), its close
+//!   reasons, rate limits, timer wheel and TLS session.
+//! - `order`: the order of each room (the sequencer: offsets, epochs,
+//!   history) and the tickets an API request waits on.
+//! - `metrics`: counters and the Prometheus text (names close reasons and
+//!   recovery refusals, so it sits above `conn` and `order`).
+//! - `route`: where a push goes: placement (which shard and node own a
+//!   room, key or mid), the directory, online counts, the in-memory mesh
+//!   between shards and the NATS bus between nodes with its wire encoding.
+//! - `shard`: the `Shard`, the one owner of a core's state, and every
+//!   method on it: poll and read client sockets, authenticate, join rooms,
+//!   dispatch pushes, sequence, fan out, queue, flush and write.
+//! - `api`: the HTTP endpoints (push, online, history, nodes, metrics) and
+//!   their per-shard connection loop.
+//! - `server`: process start-up: executors, listeners, the mesh, the NATS
+//!   link task, signals and drain.
 //!
 //! # Ownership map
 //!
 //! Each shard owns its connections, their rooms and outboxes, its part of
 //! the key/mid/IP directory (by hash) and its copy of the online counts.
-//! Only `ShardMsg` values cross cores, through `shard::mesh`; frames inside
-//! them are `Bytes` encoded once. The one process-wide mutable value is the
-//! shutdown flag.
+//! Only `ShardMsg` values cross cores, through `route::mesh`; frames inside
+//! them are `Bytes` encoded once. The one process-wide mutable values are
+//! the shutdown and serving flags (`lifecycle`).
 //!
 //! # Data flow
 //!
@@ -33,15 +48,27 @@
 //! directory → mesh → dispatch into room batches and outboxes; the reply
 //! waits for every shard's acknowledgement) → fan-out → flusher → socket.
 
-pub mod cluster;
 pub mod config;
-pub mod http;
 pub mod latency;
+pub mod lifecycle;
 pub mod log;
+pub mod signal;
+
+pub mod proto;
+
+pub mod conn;
+pub mod delivery;
+pub mod order;
+
 pub mod metrics;
-pub mod protocol;
+
+pub mod route;
+
 pub mod shard;
+
+pub mod api;
+
+pub mod server;
+
 #[cfg(test)]
 pub(crate) mod test_rng;
-pub mod tls;
-pub mod ws;

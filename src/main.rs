@@ -2,7 +2,6 @@
 //! SIGTERM/SIGINT. `--check-config PATH` validates a file and exits;
 //! `--version` and `--help` print and exit.
 
-use corecast::config::Config;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +35,7 @@ fn main() -> ExitCode {
             }
             "--check-config" => {
                 let Some(value) = args.next() else { return usage_error("--check-config needs a path") };
-                return match Config::load(std::path::Path::new(&value)) {
+                return match corecast::server::check::load(std::path::Path::new(&value)) {
                     Ok(_) => {
                         println!("corecast: {value}: ok");
                         ExitCode::SUCCESS
@@ -50,7 +49,7 @@ fn main() -> ExitCode {
             other => return usage_error(&format!("unknown argument {other:?}")),
         }
     }
-    let config = match Config::load(&path) {
+    let config = match corecast::server::check::load(&path) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("corecast: {e}");
@@ -64,7 +63,7 @@ fn main() -> ExitCode {
         eprintln!("corecast: {e}");
         return ExitCode::from(2);
     }
-    let result = corecast::shard::runtime::run(config, |bound| {
+    let result = corecast::server::runtime::run(config, |bound| {
         // The one line on stdout: tests and scripts wait for it.
         let mut stdout = std::io::stdout();
         let ws = bound.ws.map(|addr| format!(" ws={addr}")).unwrap_or_default()

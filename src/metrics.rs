@@ -6,9 +6,9 @@
 //! most `online_sync_ms` old. Must never: be incremented per frame inside a
 //! loop when a total can be added once.
 
+use crate::conn::close::CloseReason;
 use crate::latency::Latency;
-use crate::shard::close::CloseReason;
-use crate::shard::sequencer::Refusal;
+use crate::order::sequencer::Refusal;
 use std::fmt::Write;
 
 /// The API endpoints, as the `endpoint` label names them.

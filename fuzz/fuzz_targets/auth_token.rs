@@ -2,7 +2,7 @@
 //! accepts parses the same again, and its op list stays within its bound.
 #![no_main]
 
-use corecast::protocol::auth;
+use corecast::proto::goim::auth;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! frame claims more bytes than the input has.
 #![no_main]
 
-use corecast::protocol::frame;
+use corecast::proto::goim::frame;
 use libfuzzer_sys::fuzz_target;
 
 const BODY_MAX: usize = 4096;

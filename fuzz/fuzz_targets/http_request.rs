@@ -6,20 +6,20 @@
 //! only when the status line says so.
 #![no_main]
 
-use corecast::http::parser::{self, BodyFraming, Chunked};
-use corecast::http::query::Query;
+use corecast::proto::http::parser::{self, BodyFraming, Chunked};
+use corecast::proto::http::query::Query;
 use libfuzzer_sys::fuzz_target;
 
 const HEAD_MAX: usize = 8192;
 const BODY_MAX: usize = 64 * 1024;
 
 fuzz_target!(|data: &[u8]| {
-    match corecast::protocol::auth_url::verdict(data) {
-        Some(corecast::protocol::auth_url::Verdict::Allow) => {
+    match corecast::proto::auth_url::verdict(data) {
+        Some(corecast::proto::auth_url::Verdict::Allow) => {
             let line = &data[data.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(0)..];
             assert!(line.starts_with(b"HTTP/1.") && line.get(9) == Some(&b'2'), "a 2xx status line");
         }
-        None => assert!(data.len() <= corecast::protocol::auth_url::ANSWER_HEAD_BYTES_MAX),
+        None => assert!(data.len() <= corecast::proto::auth_url::ANSWER_HEAD_BYTES_MAX),
         Some(_) => {}
     }
     let Ok(Some(head)) = parser::parse_head(data, HEAD_MAX, BODY_MAX) else { return };

@@ -3,7 +3,7 @@
 //! decoded bus message re-encodes to the same payload.
 #![no_main]
 
-use corecast::cluster::{nats, wire};
+use corecast::route::{nats, wire};
 use libfuzzer_sys::fuzz_target;
 
 const PAYLOAD_MAX: usize = 4096;

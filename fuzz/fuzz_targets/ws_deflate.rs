@@ -3,8 +3,8 @@
 //! deflater compresses inflates back to the same bytes.
 #![no_main]
 
-use corecast::ws::deflate::{Deflater, Inflater};
-use corecast::ws::extension::negotiate;
+use corecast::proto::ws::deflate::{Deflater, Inflater};
+use corecast::proto::ws::extension::negotiate;
 use libfuzzer_sys::fuzz_target;
 
 const BOUND: usize = 4096;

@@ -6,8 +6,8 @@
 //! messages are inflated within the same bound.
 #![no_main]
 
-use corecast::ws::deflate::Inflater;
-use corecast::ws::frame::{Decoder, Event};
+use corecast::proto::ws::deflate::Inflater;
+use corecast::proto::ws::frame::{Decoder, Event};
 use libfuzzer_sys::fuzz_target;
 
 const MESSAGE_MAX: usize = 4096 + 16;

@@ -2,7 +2,7 @@
 //! never claims bytes past its input, and a refusal renders a response.
 #![no_main]
 
-use corecast::ws::handshake::{parse_upgrade, UpgradeLimits};
+use corecast::proto::ws::handshake::{parse_upgrade, UpgradeLimits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

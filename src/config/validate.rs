@@ -59,8 +59,6 @@ impl Config {
             Self::parse_addr(&self.ws.bind)?;
         }
         check(self.ws.path.starts_with('/'), "ws.path must start with /")?;
-        crate::protocol::jwt::Verifier::from_config(&self.auth)?;
-        crate::protocol::auth_url::AuthUrl::from_config(&self.auth)?;
         check(self.auth.url_timeout_ms >= 1, "auth.url_timeout_ms must be at least 1")?;
         check(
             self.auth.url.is_empty() || self.auth.url_timeout_ms < self.protocol.handshake_timeout_ms,
@@ -70,8 +68,6 @@ impl Config {
             self.auth.url_calls_in_flight_per_shard_max >= 1,
             "auth.url_calls_in_flight_per_shard_max must be at least 1",
         )?;
-        crate::http::access::Access::new(&self.http.push_bearer_token, &self.http.push_allowed_networks)
-            .map_err(|e| format!("http.push_allowed_networks: {e}"))?;
         check((1..=9).contains(&self.ws.compression_level), "ws.compression_level must be 1 to 9")?;
         check(self.wss.handshakes_per_shard_max >= 1, "wss.handshakes_per_shard_max must be at least 1")?;
         if !self.wss.bind.is_empty() {
@@ -84,10 +80,6 @@ impl Config {
         self.check_listeners_apart()?;
         self.check_settings_agree()?;
         let cluster = &self.cluster;
-        check(
-            crate::cluster::subject::valid_prefix(&cluster.subject_prefix),
-            "cluster.subject_prefix must be dot-separated tokens of letters, digits, - and _",
-        )?;
         check(cluster.report_ms >= 10, "cluster.report_ms must be at least 10")?;
         check(
             cluster.node_timeout_ms > cluster.report_ms,

@@ -12,14 +12,14 @@
 //! meanwhile (generation-checked `ConnRef`, phase checked), or read an
 //! answer past its head bound.
 
-use super::close::CloseReason;
-use super::conns::{ConnRef, Phase};
-use super::session::{self, Admission};
-use super::Shard;
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{ConnRef, Phase};
 use crate::metrics::AUTH_URL_UNAVAILABLE as UNAVAILABLE;
 use crate::metrics::{AUTH_URL_ALLOW as ALLOW, AUTH_URL_BUSY as BUSY, AUTH_URL_DENY as DENY};
-use crate::protocol::auth_url::{self, AuthUrl, Verdict};
-use crate::ws::frame::{encode_close, CloseCode};
+use crate::proto::auth_url::{self, AuthUrl, Verdict};
+use crate::proto::ws::frame::{encode_close, CloseCode};
+use crate::shard::session::{self, Admission};
+use crate::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::time::Duration;
 
@@ -47,11 +47,11 @@ impl Shard {
             let mut state = self.state.borrow_mut();
             let Some(session) = state.conns.get_mut(conn) else { return Ok(()) };
             session.phase = Phase::Checking;
-            let transport = crate::metrics::TRANSPORTS[super::queue::transport_of(session)];
+            let transport = crate::metrics::TRANSPORTS[crate::shard::queue::transport_of(session)];
             url.request(token_body, session.ip, transport)
         };
         self.auth_calls_in_flight.set(self.auth_calls_in_flight.get() + 1);
-        let shard = super::runtime::current();
+        let shard = self.rc();
         let addr = url.addr;
         glommio::spawn_local(async move {
             let timeout = Duration::from_millis(shard.config.auth.url_timeout_ms);

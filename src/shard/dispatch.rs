@@ -10,16 +10,16 @@
 //! Must never: await (a message is applied in one go, so no shard waits on
 //! another here).
 
-use super::ack::Ack;
-use super::close::CloseReason;
-use super::conns::{ConnRef, Phase};
-use super::directory::owner_of;
-use super::mesh::ShardMsg;
-use super::room::Pushed;
-use super::websocket::Payload;
-use super::Shard;
-use crate::cluster::bus::BusError;
-use crate::cluster::route::Route;
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{ConnRef, Phase};
+use crate::delivery::room::Pushed;
+use crate::order::tickets::Ack;
+use crate::route::bus::BusError;
+use crate::route::mesh::ShardMsg;
+use crate::route::placement::owner_of;
+use crate::shard::cluster::Route;
+use crate::shard::websocket::Payload;
+use crate::shard::Shard;
 use bytes::Bytes;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -223,7 +223,7 @@ impl Shard {
         if pushed != Pushed::Queued {
             return false;
         }
-        if self.state.borrow().rooms.pending_bytes() > super::room::PENDING_BYTES_PER_PASS_MAX {
+        if self.state.borrow().rooms.pending_bytes() > crate::delivery::room::PENDING_BYTES_PER_PASS_MAX {
             self.flush_pass();
         }
         self.flush.raise();
@@ -260,7 +260,7 @@ impl Shard {
         // A throttled walk: about `conns_per_s` slots a second, in steps.
         // It never passes the walk started before it (throttled broadcasts
         // reach each connection in the order they were applied).
-        let shard = crate::shard::runtime::current();
+        let shard = self.rc();
         let step = ((conns_per_s as u64 * BROADCAST_STEP_MS / 1000).max(1)) as u32;
         let step_ms = (step as u64 * 1000 / conns_per_s as u64).max(1);
         let cursor = Rc::new(WalkCursor::default());

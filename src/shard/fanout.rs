@@ -12,8 +12,8 @@
 //! first is written first. Must never: queue a room batch to a connection
 //! that joined after the batch's pushes were applied.
 
-use super::websocket::Payload;
 use super::{Shard, State};
+use crate::shard::websocket::Payload;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -69,7 +69,7 @@ pub fn with_offsets(frames: &[(u32, Bytes)]) -> Bytes {
     let total = frames.iter().map(|(_, f)| f.len()).sum();
     let mut out = BytesMut::with_capacity(total);
     for (offset, frame) in frames {
-        assert!(frame.len() >= crate::protocol::frame::HEADER_BYTES, "a pushed frame has a whole header");
+        assert!(frame.len() >= crate::proto::goim::frame::HEADER_BYTES, "a pushed frame has a whole header");
         out.extend_from_slice(&frame[..12]);
         out.put_u32(*offset);
         out.extend_from_slice(&frame[16..]);
@@ -80,7 +80,7 @@ pub fn with_offsets(frames: &[(u32, Bytes)]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame;
+    use crate::proto::goim::frame;
 
     #[test]
     fn offsets_go_into_the_sequence_field_and_nothing_else_changes() {

@@ -9,8 +9,8 @@
 //! the outbox and the poller writes it on EPOLLOUT), or free a session in
 //! the middle of a pass (closing is deferred to `reap`).
 
-use super::writer::write_session;
-use super::Shard;
+use crate::shard::writer::write_session;
+use crate::shard::Shard;
 use std::rc::Rc;
 
 /// Runs the flusher of `shard` until the shard stops.
@@ -57,7 +57,7 @@ impl Shard {
             }
         }
         for (conn, (fd, writable)) in watches {
-            super::poller::watch(self, fd, conn, writable, libc::EPOLL_CTL_MOD);
+            crate::shard::poller::watch(self, fd, conn, writable, libc::EPOLL_CTL_MOD);
         }
     }
 }

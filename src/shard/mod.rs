@@ -13,48 +13,38 @@
 //! connection is state in a slab, not a task: an idle one costs a few
 //! hundred bytes. Must never: hold a `RefCell` borrow across an `.await`.
 
-pub mod ack;
 pub mod auth_call;
-pub mod close;
-pub mod conns;
-pub mod directory;
+pub mod cluster;
 pub mod dispatch;
 pub mod fanout;
 pub mod flusher;
-pub mod mesh;
-pub mod online;
-pub mod outbox;
 pub mod poller;
 pub mod positions;
 pub mod queue;
-pub mod rate;
-pub mod room;
-pub mod runtime;
-pub mod sequencer;
+pub mod report;
 pub mod session;
-pub mod signal;
 pub mod websocket;
-pub mod wheel;
 pub mod writer;
 
 use crate::config::Config;
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{self as conns, ConnRef, Conns};
+use crate::conn::wheel::{self as wheel, Wheel};
+use crate::delivery::room::Rooms;
 use crate::metrics::Stats;
-use ack::{Ack, Tickets, Wait};
+use crate::order::sequencer::{self as sequencer, HistoryBounds, Sequencer};
+use crate::order::tickets::{self as ack, Ack, Tickets, Wait};
+use crate::route::directory::Directory;
+use crate::route::mesh::{Outgoing, ShardMsg};
+use crate::route::online::Online;
+use crate::route::placement::owner_of;
+use crate::signal::Signal;
 use bytes::Bytes;
-use close::CloseReason;
-use conns::{ConnRef, Conns};
-use directory::{owner_of, Directory};
-use mesh::{Outgoing, ShardMsg};
-use online::Online;
-use room::Rooms;
-use sequencer::{HistoryBounds, Sequencer};
-use signal::Signal;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
-use wheel::Wheel;
 
 /// Everything mutable a shard owns.
 pub struct State {
@@ -124,7 +114,7 @@ pub struct Shard {
     started: Instant,
     coarse_ms: Cell<u64>,
     /// API requests waiting for their pushes to be applied everywhere.
-    pub tickets: RefCell<Tickets>,
+    pub tickets: Rc<RefCell<Tickets>>,
     /// The rooms whose order this shard decides.
     pub sequencer: RefCell<Sequencer>,
     /// Registrations waiting for the directory: ack id → (connection, acks left).
@@ -132,23 +122,26 @@ pub struct Shard {
     next_ack_id: Cell<u64>,
     rng: Cell<u64>,
     /// This shard's end of the cluster bus; `None` on a single node.
-    pub bus: Option<crate::cluster::bus::Bus>,
+    pub bus: Option<crate::route::bus::Bus>,
     /// When pushes applied since the last flusher pass were started
     /// (`Ack::started_us`), timed when that pass has written them.
     pub delivery_samples: RefCell<Vec<u64>>,
     /// permessage-deflate's deflater, inflater and scratch (made on first use).
     pub ws_deflate: RefCell<websocket::ShardDeflate>,
     /// New connections per client IP this second (`limits.connections_per_ip_per_s_max`).
-    pub ip_rate: RefCell<rate::IpRate>,
+    pub ip_rate: RefCell<crate::conn::rate::IpRate>,
     /// WSS connections whose TLS handshake is in progress (`wss.handshakes_per_shard_max`).
     pub tls_handshakes: Cell<usize>,
     /// Verifies auth tokens when `[auth]` asks (`Ok(None)`: goim's trust);
     /// `Err` (the key went away since the config was checked) refuses all.
-    pub jwt: Result<Option<crate::protocol::jwt::Verifier>, String>,
+    pub jwt: Result<Option<crate::proto::jwt::Verifier>, String>,
     /// The business auth URL (`[auth] url`; `None`: off), resolved at start.
-    pub auth_url: Result<Option<crate::protocol::auth_url::AuthUrl>, String>,
+    pub auth_url: Result<Option<crate::proto::auth_url::AuthUrl>, String>,
     /// Calls to it open on this shard (`auth_call`).
     pub auth_calls_in_flight: Cell<usize>,
+    /// This shard itself, for the tasks its methods spawn (set by
+    /// `Rc::new_cyclic` at start; empty only before that).
+    pub this: Weak<Shard>,
 }
 
 /// Size of the shared read scratch: many small frames per read.
@@ -193,7 +186,7 @@ impl Shard {
             last_walk: RefCell::new(None),
             started: Instant::now(),
             coarse_ms: Cell::new(0),
-            tickets: RefCell::new(Tickets::default()),
+            tickets: Rc::new(RefCell::new(Tickets::default())),
             sequencer: RefCell::new(Sequencer::new(history_bounds(&config, shards))),
             acks: RefCell::new(HashMap::new()),
             next_ack_id: Cell::new(1),
@@ -203,11 +196,18 @@ impl Shard {
             ws_deflate: RefCell::default(),
             ip_rate: RefCell::default(),
             tls_handshakes: Cell::new(0),
-            jwt: crate::protocol::jwt::Verifier::from_config(&config.auth),
-            auth_url: crate::protocol::auth_url::AuthUrl::from_config(&config.auth),
+            jwt: crate::proto::jwt::Verifier::from_config(&config.auth),
+            auth_url: crate::proto::auth_url::AuthUrl::from_config(&config.auth),
             auth_calls_in_flight: Cell::new(0),
+            this: Weak::new(),
             config,
         }
+    }
+
+    /// This shard as an `Rc`, for a task it spawns. Panics only if called
+    /// before the shard is placed in its `Rc` (a bug, not an input).
+    pub fn rc(&self) -> Rc<Shard> {
+        self.this.upgrade().expect("a shard method ran before the shard was shared")
     }
 
     /// Milliseconds since the shard started.
@@ -231,7 +231,10 @@ impl Shard {
     pub fn open_ticket(shard: &Rc<Shard>) -> (Ack, Wait) {
         let id = shard.tickets.borrow_mut().open();
         let started_us = crate::latency::now_us();
-        (Ack { shard: shard.id as u16, id, weight: ack::FULL_WEIGHT, started_us }, Wait { shard: shard.clone(), id })
+        (
+            Ack { shard: shard.id as u16, id, weight: ack::FULL_WEIGHT, started_us },
+            Wait { tickets: shard.tickets.clone(), id },
+        )
     }
 
     /// Returns `ack` to its ticket: at once when it is this shard's, else
@@ -367,7 +370,7 @@ impl Shard {
     /// Tells `room`'s sequencer that a connection with positions left it.
     /// Callers must not hold a borrow of `state`.
     pub fn send_detach(&self, room: Arc<str>) {
-        if self.route() == crate::cluster::route::Route::Bus && self.bus_detach(&room) {
+        if self.route() == crate::shard::cluster::Route::Bus && self.bus_detach(&room) {
             return;
         }
         self.send(owner_of(&*room, self.shards), ShardMsg::Detach { room });
@@ -431,8 +434,8 @@ impl Shard {
     /// Tells every WebSocket client the server is going away (close 1001),
     /// behind what is queued for it.
     pub fn say_going_away(&self) {
-        let frame = Rc::new(Bytes::from(crate::ws::frame::encode_close(
-            crate::ws::frame::CloseCode::GOING_AWAY.0,
+        let frame = Rc::new(Bytes::from(crate::proto::ws::frame::encode_close(
+            crate::proto::ws::frame::CloseCode::GOING_AWAY.0,
             "server shutting down",
         )));
         let mut state = self.state.borrow_mut();
@@ -498,7 +501,7 @@ impl Shard {
 
     /// Encodes a push frame once.
     pub fn push_frame(op: i32, body: &[u8]) -> Bytes {
-        crate::protocol::frame::encode(crate::protocol::op::PUSH_VERSION, op, 0, body)
+        crate::proto::goim::frame::encode(crate::proto::goim::op::PUSH_VERSION, op, 0, body)
     }
 }
 

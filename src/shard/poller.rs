@@ -14,9 +14,9 @@
 //! executor, read more than `READS_PER_EVENT_MAX` times from one socket in
 //! one pass, or close a socket itself (closing is deferred to `reap`).
 
-use super::close::CloseReason;
-use super::conns::{ConnRef, Session};
 use super::{session, Shard};
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{ConnRef, Session};
 use std::net::IpAddr;
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
@@ -212,7 +212,7 @@ fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
         let ip = peer_ip(&addr).unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let per_ip_max = shard.config.limits.connections_per_ip_per_s_max;
         if per_ip_max > 0 {
-            let share = super::rate::per_shard_share(per_ip_max, shard.shards);
+            let share = crate::conn::rate::per_shard_share(per_ip_max, shard.shards);
             let now_s = shard.coarse_ms() / 1000;
             if !shard.ip_rate.borrow_mut().admit(ip, now_s, share) {
                 shard.stats.borrow_mut().refused_ip_rate += 1;
@@ -240,7 +240,7 @@ fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
             if transport != Transport::Tcp {
                 // One goim frame per message, as goim's clients send them.
                 let message_bytes_max = shard.config.limits.frame_body_bytes_max + 16;
-                session.ws = Some(Box::new(super::websocket::WsState::upgrading(message_bytes_max)));
+                session.ws = Some(Box::new(crate::conn::conns::WsState::upgrading(message_bytes_max)));
             }
             if transport == Transport::SecureWebSocket {
                 let handshakes_max = shard.config.wss.handshakes_per_shard_max;
@@ -340,7 +340,7 @@ fn read_tls(shard: &Shard, conn: ConnRef, ciphertext: &[u8]) -> bool {
         match state.conns.get_mut(conn).and_then(|s| s.tls.as_mut()) {
             Some(tls) => {
                 let was_handshaking = tls.is_handshaking();
-                let decrypted = crate::tls::decrypt(tls, ciphertext, &mut plain);
+                let decrypted = crate::conn::tls::decrypt(tls, ciphertext, &mut plain);
                 if was_handshaking && !tls.is_handshaking() {
                     shard.tls_handshakes.set(shard.tls_handshakes.get().saturating_sub(1));
                 }

@@ -13,16 +13,16 @@
 //! side of the history API. Must never: let a room push reach a connection
 //! with positions before its op-20 frame, or answer a recovery in part.
 
-use super::ack::Ack;
-use super::conns::{ConnRef, Phase};
-use super::directory::owner_of;
-use super::fanout::with_offsets;
-use super::mesh::{Attached, ShardMsg};
-use super::sequencer::{Recovery, Refusal, Sequencer};
-use super::websocket::Payload;
 use super::{session, Shard, State};
-use crate::http::response::push_string;
-use crate::protocol::{frame, op};
+use crate::conn::conns::{ConnRef, Phase};
+use crate::order::sequencer::{Recovery, Refusal, Sequencer};
+use crate::order::tickets::Ack;
+use crate::proto::goim::{frame, op};
+use crate::proto::http::response::push_string;
+use crate::route::mesh::{Attached, ShardMsg};
+use crate::route::placement::owner_of;
+use crate::shard::fanout::with_offsets;
+use crate::shard::websocket::Payload;
 use std::fmt::Write;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ impl Shard {
     /// Asks `room`'s sequencer where `conn` joins (member side). Callers
     /// must not hold a borrow of `state`.
     pub fn request_attach(&self, conn: ConnRef, room: &str, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
-        if self.route() == crate::cluster::route::Route::Bus {
+        if self.route() == crate::shard::cluster::Route::Bus {
             let replay_bytes_max =
                 self.config.limits.outbound_bytes_per_connection_max.saturating_sub(REPLAY_HEADROOM_BYTES);
             let asked = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
@@ -100,7 +100,7 @@ impl Shard {
     /// A replay that would not fit the connection's outbound bound next to
     /// what it holds already is refused whole here (the sequencer only
     /// checked it against the bound): never "recovered" with pushes dropped.
-    fn join_at(&self, state: &mut State, conn: ConnRef, room: &str, joined: &super::sequencer::Joined) {
+    fn join_at(&self, state: &mut State, conn: ConnRef, room: &str, joined: &crate::order::sequencer::Joined) {
         let missed = joined.replay.len() as u32;
         // A recovery's frame, when the replay fits beside what is queued.
         let mut recovered_frame = None;
@@ -110,7 +110,7 @@ impl Shard {
                 let replay_bytes: usize = joined.replay.iter().map(|(_, frame)| frame.len()).sum();
                 let queued_bytes = state.conns.get(conn).map_or(0, |session| session.outbox.memory_bytes());
                 // Two more chunks: the op-20 frame and the replay.
-                let overhead = 2 * super::outbox::CHUNK_OVERHEAD_BYTES;
+                let overhead = 2 * crate::delivery::outbox::CHUNK_OVERHEAD_BYTES;
                 let needed = queued_bytes + frame.len() + replay_bytes + WS_FRAMING_BYTES + overhead;
                 if needed > self.config.limits.outbound_bytes_per_connection_max {
                     Recovery::Refused(Refusal::TooLarge)

@@ -12,12 +12,12 @@
 //! (an empty outbox may go past it with one push, never more: room batches
 //! are cut at half the bound, so the bound is max(bound, one push)).
 
-use super::close::CloseReason;
-use super::conns::{self, ConnRef};
-use super::outbox::{Chunk, Queued};
-use super::websocket::{self, Payload};
 use super::{Shard, State};
 use crate::config::SlowConsumerPolicy;
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{self, ConnRef};
+use crate::delivery::outbox::{Chunk, Queued};
+use crate::shard::websocket::{self, Payload};
 use bytes::Bytes;
 use std::rc::Rc;
 

@@ -9,12 +9,12 @@
 //! keep a read buffer for a connection without a partial frame, or panic
 //! on bytes from the network (every bad frame ends in a `CloseReason`).
 
-use super::close::CloseReason;
-use super::conns::{ConnRef, Partial, Phase};
-use super::directory::owner_of;
-use super::mesh::ShardMsg;
 use super::{Shard, State};
-use crate::protocol::{auth, frame, op};
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{ConnRef, Partial, Phase};
+use crate::proto::goim::{auth, frame, op};
+use crate::route::mesh::ShardMsg;
+use crate::route::placement::owner_of;
 
 /// Handles bytes read from `conn`: everything complete in the session's
 /// partial tail followed by `input` (goim frames on TCP; the upgrade and
@@ -29,7 +29,7 @@ pub fn on_bytes(shard: &Shard, conn: ConnRef, input: &mut [u8]) {
     };
     let consume = |input: &mut [u8]| {
         if ws {
-            super::websocket::consume(shard, conn, input)
+            crate::shard::websocket::consume(shard, conn, input)
         } else {
             handle_frames(shard, conn, input)
         }
@@ -75,7 +75,7 @@ pub(crate) fn handle_frames(shard: &Shard, conn: ConnRef, input: &[u8]) -> Resul
         let phase = match shard.state.borrow_mut().conns.get_mut(conn) {
             Some(session) if session.close_reason.is_none() => {
                 if frames_per_s_max > 0
-                    && !super::rate::frame_admitted(&mut session.upstream_window, now_s, frames_per_s_max)
+                    && !crate::conn::rate::frame_admitted(&mut session.upstream_window, now_s, frames_per_s_max)
                 {
                     crate::log_info!(
                         "shard {}: {} sends more than {frames_per_s_max} frames/s, closing",
@@ -151,7 +151,7 @@ fn authenticate(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) -> Result<(),
 /// What admitting a client needs from its auth frame.
 pub struct Admission {
     pub token: auth::Token,
-    pub grant: Option<Box<crate::protocol::jwt::Grant>>,
+    pub grant: Option<Box<crate::proto::jwt::Grant>>,
     pub ver: i16,
     pub seq: i32,
 }
@@ -310,7 +310,7 @@ fn handle_frame(shard: &Shard, conn: ConnRef, f: frame::Frame<'_>) {
                     return;
                 };
                 let bytes_max = shard.config.limits.outbound_bytes_per_connection_max;
-                if session.phase == Phase::Established && !super::queue::is_behind(session, bytes_max) {
+                if session.phase == Phase::Established && !crate::shard::queue::is_behind(session, bytes_max) {
                     session.deadline_tick = idle_deadline_tick;
                 }
                 let count =

@@ -12,37 +12,23 @@
 //! nothing between messages; the deflater and inflater are the shard's),
 //! or write anything before the 101 response.
 
-use super::close::CloseReason;
-use super::conns::ConnRef;
-use super::outbox::Chunk;
-use super::session;
-use super::Shard;
 use crate::config::Switch;
-use crate::protocol::{frame, op};
-use crate::ws::deflate::{Deflater, Inflater};
-use crate::ws::extension::Deflate;
-use crate::ws::frame::{self as ws_frame, encode_close, encode_header, encode_pong, opcode, CloseCode, Decoder, Event};
-use crate::ws::handshake::{parse_upgrade, switching_protocols, UpgradeLimits};
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{ConnRef, WsState};
+use crate::delivery::outbox::Chunk;
+use crate::proto::goim::{frame, op};
+use crate::proto::ws::deflate::{Deflater, Inflater};
+use crate::proto::ws::extension::Deflate;
+use crate::proto::ws::frame::{
+    self as ws_frame, encode_close, encode_header, encode_pong, opcode, CloseCode, Decoder, Event,
+};
+use crate::proto::ws::handshake::{parse_upgrade, switching_protocols, UpgradeLimits};
+use crate::shard::session;
+use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::rc::Rc;
-
-/// Per-connection WebSocket state (boxed in the session: 8 bytes on TCP).
-pub struct WsState {
-    /// The 101 response has gone out.
-    pub open: bool,
-    pub decoder: Decoder,
-    /// permessage-deflate, when the upgrade negotiated it.
-    pub deflate: Option<Deflate>,
-}
-
-impl WsState {
-    /// A connection on the WebSocket port, before its upgrade request.
-    pub fn upgrading(message_bytes_max: usize) -> WsState {
-        WsState { open: false, decoder: Decoder::new(message_bytes_max), deflate: None }
-    }
-}
 
 /// The shard's permessage-deflate state, made on first use: one deflater
 /// and one inflater serve every connection (no context takeover either
@@ -140,7 +126,7 @@ fn inflate(shard: &Shard, payload: &[u8], bytes_max: usize) -> Result<Vec<u8>, C
 /// A binary WebSocket message holding one op-9 goim frame whose body is `frames`.
 fn raw_message(frames: &[u8]) -> Bytes {
     let inner = frame::encoded_len(frames.len());
-    let mut out = BytesMut::with_capacity(crate::ws::frame::header_len(inner) + inner);
+    let mut out = BytesMut::with_capacity(crate::proto::ws::frame::header_len(inner) + inner);
     encode_header(&mut out, opcode::BINARY, inner);
     frame::encode_into(&mut out, op::PUSH_VERSION, op::RAW, 0, frames);
     out.freeze()
@@ -148,7 +134,7 @@ fn raw_message(frames: &[u8]) -> Bytes {
 
 /// One goim frame (a reply) as its own binary WebSocket message.
 pub fn reply_message(goim_frame: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(crate::ws::frame::header_len(goim_frame.len()) + goim_frame.len());
+    let mut out = BytesMut::with_capacity(crate::proto::ws::frame::header_len(goim_frame.len()) + goim_frame.len());
     encode_header(&mut out, opcode::BINARY, goim_frame.len());
     out.put_slice(goim_frame);
     out.freeze()
@@ -263,7 +249,7 @@ fn protocol_error(shard: &Shard, conn: ConnRef, code: CloseCode) -> CloseReason 
 const WS_HEADER_BYTES_MAX: usize = 14;
 
 fn checking(shard: &Shard, conn: ConnRef) -> bool {
-    shard.state.borrow().conns.get(conn).is_some_and(|s| s.phase == super::conns::Phase::Checking)
+    shard.state.borrow().conns.get(conn).is_some_and(|s| s.phase == crate::conn::conns::Phase::Checking)
 }
 
 /// Every message must hold whole goim frames.

@@ -16,10 +16,10 @@
 //! goes out before the auth reply, which waits for the directory), or free
 //! a session (a broken one is marked closed and reaped after the pass).
 
-use super::close::CloseReason;
-use super::conns::{ConnRef, Session};
-use super::outbox::IOVECS_PER_WRITE_MAX;
 use super::{Shard, State};
+use crate::conn::close::CloseReason;
+use crate::conn::conns::{ConnRef, Session};
+use crate::delivery::outbox::IOVECS_PER_WRITE_MAX;
 use std::io::Write;
 use std::os::unix::io::RawFd;
 
@@ -45,7 +45,7 @@ pub fn write_session(state: &mut State, conn: ConnRef, written_by: &mut [u64]) -
     if session.close_reason.is_some() {
         return None;
     }
-    let transport = super::queue::transport_of(session);
+    let transport = crate::shard::queue::transport_of(session);
     let mut written = 0;
     let outcome = write_out(session, &mut written);
     written_by[transport] += written;
@@ -79,7 +79,7 @@ impl Shard {
         }
         drop(stats);
         if let Some((fd, writable)) = watch {
-            super::poller::watch(self, fd, conn, writable, libc::EPOLL_CTL_MOD);
+            crate::shard::poller::watch(self, fd, conn, writable, libc::EPOLL_CTL_MOD);
         }
     }
 
@@ -133,18 +133,18 @@ fn write_out_tls(session: &mut Session, written_bytes: &mut u64) -> WriteOutcome
     let mut socket = Socket(*fd);
     loop {
         while let Some(front) = outbox.front(outbox.sendable_bytes(*held)) {
-            let taken = crate::tls::encrypt(tls, front);
+            let taken = crate::conn::tls::encrypt(tls, front);
             if taken == 0 {
                 break;
             }
             *written_bytes += taken as u64;
             outbox.consume(taken);
         }
-        match crate::tls::write_records(tls, &mut socket) {
-            crate::tls::Records::Blocked => return WriteOutcome::Blocked,
-            crate::tls::Records::Broken => return WriteOutcome::Broken,
-            crate::tls::Records::Written if outbox.sendable_bytes(*held) == 0 => return WriteOutcome::Drained,
-            crate::tls::Records::Written => {}
+        match crate::conn::tls::write_records(tls, &mut socket) {
+            crate::conn::tls::Records::Blocked => return WriteOutcome::Blocked,
+            crate::conn::tls::Records::Broken => return WriteOutcome::Broken,
+            crate::conn::tls::Records::Written if outbox.sendable_bytes(*held) == 0 => return WriteOutcome::Drained,
+            crate::conn::tls::Records::Written => {}
         }
     }
 }
@@ -218,7 +218,7 @@ mod tests {
         assert!(written > 0 && (written as usize) < answer.len());
         assert_eq!(
             session.outbox.push(Rc::new(Bytes::from_static(b"auth reply")), 1 << 30, 0),
-            super::super::outbox::Queued::Ok
+            crate::delivery::outbox::Queued::Ok
         );
         let mut got = Vec::new();
         loop {

@@ -1,0 +1,121 @@
+//! The source tree's layering: each top-level module of `src/` may use only
+//! the modules below it in `LAYERS`, so the folders read as the data flow
+//! and no two of them form an import circle. The codecs in `proto/` depend
+//! on nothing above them but `config` (for limits), and its sub-codecs on
+//! each other only one way.
+//!
+//! This reads `crate::` paths off the code lines of every file (comments
+//! are skipped): a use of a higher layer fails with the file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Lowest first. A module may use modules of its own rank or lower ranks
+/// only where the rank holds one module; within the base rank, `config`
+/// alone may use the others.
+const LAYERS: &[&[&str]] = &[
+    &["latency", "log", "signal", "lifecycle", "test_rng"],
+    &["config"],
+    &["proto"],
+    &["delivery"],
+    &["conn"],
+    &["order"],
+    &["metrics"],
+    &["route"],
+    &["shard"],
+    &["api"],
+    &["server"],
+];
+
+/// Inside `proto/`, lowest first.
+const PROTO_LAYERS: &[&str] = &["goim", "nats", "http", "ws", "jwt", "auth_url"];
+
+fn rank(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|layer| layer.contains(&module))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The `crate::a::b` paths used on code lines of `text`: (line, a, b).
+fn crate_paths(text: &str) -> Vec<(usize, String, String)> {
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with("//") {
+            continue;
+        }
+        let code = code.split(" //").next().unwrap_or(code);
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            let name = |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+            let first = name(after);
+            let second = after[first.len()..].strip_prefix("::").map(name).unwrap_or_default();
+            // `$crate::` in a macro and `crate::log_warn!` are not module uses.
+            let is_macro = after[first.len()..].starts_with('!');
+            if !first.is_empty() && !is_macro && !rest[..at].ends_with('$') {
+                found.push((index + 1, first.clone(), second));
+            }
+            rest = &after[first.len()..];
+        }
+    }
+    found
+}
+
+#[test]
+fn every_module_uses_only_the_layers_below_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(files.len() > 50, "found only {} files under {}", files.len(), root.display());
+    let mut wrong = Vec::new();
+    let mut edges: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for file in &files {
+        let relative = file.strip_prefix(&root).expect("under src/");
+        let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string()).collect();
+        let module = parts[0].clone();
+        if module == "main" || module == "lib" {
+            continue;
+        }
+        let own = rank(&module).unwrap_or_else(|| panic!("{} is in no layer: add it to LAYERS", relative.display()));
+        let text = std::fs::read_to_string(file).expect("a readable source file");
+        for (line, used, sub) in crate_paths(&text) {
+            let Some(theirs) = rank(&used) else {
+                wrong.push(format!("{}:{line}: crate::{used} is in no layer", relative.display()));
+                continue;
+            };
+            *edges.entry((module.clone(), used.clone())).or_default() += 1;
+            let base_peer = own == 0 && theirs == 0 && used != module;
+            if theirs > own || base_peer {
+                wrong.push(format!("{}:{line}: {module} uses crate::{used}, a layer above it", relative.display()));
+            }
+            if module == "proto" && used == "proto" && parts.len() > 1 {
+                let mine = PROTO_LAYERS.iter().position(|p| *p == parts[1]);
+                let other = PROTO_LAYERS.iter().position(|p| *p == sub);
+                if let (Some(mine), Some(other)) = (mine, other) {
+                    if other > mine {
+                        wrong.push(format!("{}:{line}: proto::{} uses proto::{sub}", relative.display(), parts[1]));
+                    }
+                }
+            }
+        }
+    }
+    assert!(edges.contains_key(&("shard".into(), "route".into())), "the scan found no shard -> route use: {edges:?}");
+    assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_scan_sees_uses_and_skips_comments_and_macros() {
+    let text = "use crate::shard::Shard;\n// crate::server::x\ncrate::log_warn!(\"x\");\nlet a = crate::route::placement::owner_of(&k, 2); // crate::api\n";
+    let found: Vec<(usize, String, String)> = crate_paths(text);
+    assert_eq!(found, vec![(1, "shard".into(), "Shard".into()), (4, "route".into(), "placement".into())]);
+}
