@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench-cluster.sh [--quick]
 #
-# The cluster benchmarks of issue 8, on loopback, against a real
+# The cluster benchmarks, on loopback, against a real
 # nats-server (Debian package) and corecast nodes started here:
 #
 #   1. connections: 3 nodes (2 shards each) holding 3 x 19,000 authenticated

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench-deflate.sh [--quick]
 #
-# The WebSocket compression benchmarks of issue 11, on loopback, with
+# The WebSocket compression benchmarks, on loopback, with
 # WebSocket members and chat-like JSON pushes of 600 bytes:
 #
 #   1. fan-out, 1 room x 1,000 at 1,000 pushes/s and 100 rooms x 100 at

@@ -2,7 +2,7 @@
 # scripts/bench.sh [--quick]
 #
 # Builds the workspace in release, runs the standard benchmark scenarios of
-# corecast (issue 3) against a fresh server per run on 127.0.0.1, and writes
+# corecast against a fresh server per run on 127.0.0.1, and writes
 # docs/benchmarks.md (machine, config, bars, every figure).
 #
 #   --quick   smaller windows (3 s) and holds; finishes in a few minutes.
@@ -123,9 +123,10 @@ run latency latency-c1000-r100 1 fanout --members-per-room 1000 --rooms 1 --rate
     --duration-s "$DUR" --heartbeat-s "$HB"
 run latency latency-c100-r1000 1 fanout --members-per-room 100 --rooms 1 --rate 1000 --publishers 1 \
     --duration-s "$DUR" --heartbeat-s "$HB"
-# The same spread over two shards (the issue's way to the bar), the generator
-# with two receiving threads; and one shard with a generator whose receivers
-# never sleep (a receiver's wake-up is part of each loopback send's cost).
+# The same spread over two shards (a way to the bar: each shard's pass covers
+# half the room), the generator with two receiving threads; and one shard with
+# a generator whose receivers never sleep (a receiver's wake-up is part of
+# each loopback send's cost).
 run latency latency-c1000-r100-s2 2 fanout --members-per-room 1000 --rooms 1 --rate 100 --publishers 1 \
     --recv-threads 2 --duration-s "$DUR" --heartbeat-s "$HB"
 run latency latency-c100-r1000-s2 2 fanout --members-per-room 100 --rooms 1 --rate 1000 --publishers 1 \
@@ -136,7 +137,7 @@ run latency latency-c1000-r100-busypoll 1 fanout --members-per-room 1000 --rooms
 # 4. Many rooms.
 run rooms rooms-100x100 1 fanout --members-per-room 100 --rooms 100 --publishers 8 --pipeline 16 \
     --duration-s "$DUR" --heartbeat-s "$HB"
-# The issue asks for 10,000 rooms of 10 (100,000 connections); the open-file
+# The many-rooms scenario wants 10,000 rooms of 10 (100,000 connections); the open-file
 # hard limit of 20,000 per process (server included: one shard holds at most
 # 19,928 clients) caps this machine at 19,000, so: 1,900 rooms of 10.
 run rooms rooms-1900x10 1 fanout --members-per-room 10 --rooms 1900 --publishers 8 --pipeline 16 \
@@ -172,7 +173,7 @@ done
 # back end), one member checking every push arrives and in order.
 run sequential sequential-s2 2 sequential --members 1 --duration-s "$DUR" --heartbeat-s "$HB"
 
-# 9. The cluster (issue 8): connections, fan-out and the cost of clustering
+# 9. The cluster: connections, fan-out and the cost of clustering
 # over a real nats-server, when it is installed. Appended to the report.
 CLUSTER_MD=$WORK/cluster.md
 if command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]]; then
@@ -184,7 +185,7 @@ else
     note "nats-server not installed: cluster benchmarks skipped"
 fi
 
-# 10. WebSocket compression (issue 11): plain, shared and per-member
+# 10. WebSocket compression: plain, shared and per-member
 # deflate, and idle RSS with compression negotiated. Appended to the report.
 DEFLATE_MD=$WORK/deflate.md
 echo "== compression: scripts/bench-deflate.sh" >&2

@@ -2,7 +2,7 @@
 # scripts/kernel-memory.sh [CONNS]
 #
 # Measures what one idle client connection costs the kernel, for
-# docs/production.md: starts a release server (2 shards) on loopback, holds
+# docs/operations.md: starts a release server (2 shards) on loopback, holds
 # CONNS (default 10000) authenticated idle connections with corecast-bench,
 # and reads /proc/slabinfo (root) and /proc/net/sockstat before and while
 # they are held. Both ends of every connection are on this host, so the

@@ -41,7 +41,7 @@ export const HEADER_LEN = 16;
 /** Largest body the server accepts from a client (goim's limit). */
 export const CLIENT_BODY_MAX = 4096;
 
-/** goim operations (goim-compat.md, section 1). */
+/** goim operations (docs/goim-compat.md, section 1). */
 export const OP = Object.freeze({
   HEARTBEAT: 2,
   HEARTBEAT_REPLY: 3,

@@ -1,4 +1,4 @@
-// Unit tests for goim.js positions and recovery (positions.md): `node --test clients/js/`.
+// Unit tests for goim.js positions and recovery (docs/positions.md): `node --test clients/js/`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
