@@ -230,7 +230,7 @@ impl Default for LimitsSection {
     }
 }
 
-/// Room history (positions.md section 6).
+/// Room history (docs/positions.md section 6).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HistorySection {
@@ -298,7 +298,7 @@ impl Default for BackoffSection {
     }
 }
 
-/// A cluster of nodes over NATS (README "Cluster"); no `nats_urls` = one node.
+/// A cluster of nodes over NATS (docs/cluster.md); no `nats_urls` = one node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSection {

@@ -14,7 +14,7 @@ usage: corecast [flags]
   -V, --version            print the version and git commit, and exit
   -h, --help               print this help, and exit
 
-Every config key is listed with its default in configs/corecast.toml (README: Configuration).";
+Every config key is listed with its default in configs/corecast.toml (docs/configuration.md).";
 
 fn main() -> ExitCode {
     let mut path = PathBuf::from("configs/corecast.toml");

@@ -1,4 +1,4 @@
-//! Who may push (issue 9): the push API's bearer token and network
+//! Who may push: the push API's bearer token and network
 //! allow-list, end to end. Off by default (every other suite pushes without
 //! either); refusals are goim envelopes with HTTP 401 / 403, and counted.
 

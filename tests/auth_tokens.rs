@@ -1,4 +1,4 @@
-//! Verified auth tokens (issue 9, `[auth]`), end to end: a goim token
+//! Verified auth tokens (`[auth]`), end to end: a goim token
 //! carrying `"token": "<JWT>"` signed by the business (HS256 or ES256),
 //! whose claims bind mid, key, room and accepts. Forged, expired,
 //! wrong-mid, wrong-room and missing tokens are closed and counted; room

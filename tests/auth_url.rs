@@ -1,4 +1,4 @@
-//! The business auth URL (issue 9, `[auth] url`), end to end: every auth
+//! The business auth URL (`[auth] url`), end to end: every auth
 //! frame is POSTed to a real HTTP service run by the test; a 2xx admits the
 //! client, anything else closes it with a counted reason, a slow or absent
 //! service fails closed within `auth.url_timeout_ms`, and calls in flight

@@ -1,4 +1,4 @@
-//! Hostile clients against the real binary (issue 9): connections that never
+//! Hostile clients against the real binary: connections that never
 //! authenticate, trickled upgrades, heads and bodies over their limits (also
 //! chunked over many chunks), 100,000 repeated query keys, random bytes and
 //! absurd lengths, and a member that never reads while its room is pushed

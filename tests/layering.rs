@@ -81,7 +81,8 @@ fn every_module_uses_only_the_layers_below_it() {
     let mut edges: BTreeMap<(String, String), usize> = BTreeMap::new();
     for file in &files {
         let relative = file.strip_prefix(&root).expect("under src/");
-        let parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string()).collect();
+        let parts: Vec<String> =
+            relative.iter().map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string()).collect();
         let module = parts[0].clone();
         if module == "main" || module == "lib" {
             continue;

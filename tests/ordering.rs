@@ -1,4 +1,4 @@
-//! positions.md section 1, end to end: sequential publishers' pushes arrive in
+//! docs/positions.md section 1, end to end: sequential publishers' pushes arrive in
 //! reply order across push kinds, shards and API connections; pipelined
 //! requests on one connection take effect in request order; every member of
 //! a room sees the room's pushes in one order under concurrent publishers.

@@ -1,4 +1,4 @@
-//! positions.md sections 2 to 6, end to end: offsets and epochs, the op-20
+//! docs/positions.md sections 2 to 6, end to end: offsets and epochs, the op-20
 //! position frame, recovery after a reconnect (whole or refused), change room
 //! with positions, the history API and the history bounds with their metrics,
 //! over TCP and WebSocket, with 2 and 3 shards.

@@ -162,7 +162,7 @@ fn busy_scrape() -> (Server, String) {
 }
 
 #[test]
-fn metrics_parse_with_prometheus_client_and_name_what_the_issue_asks() {
+fn metrics_parse_with_prometheus_client_and_name_the_documented_families() {
     let (_server, text) = busy_scrape();
     let families = parse_with_prometheus_client(&text);
     let has = |name: &str, kind: &str| families.iter().any(|f| f.starts_with(&format!("{name} {kind} ")));

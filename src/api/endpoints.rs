@@ -1,9 +1,9 @@
 //! The goim API endpoints: parameter rules, replies and the pushes they start.
 //!
-//! Owns: goim's exact API behaviour (goim-compat.md section 5): HTTP 200 with
+//! Owns: goim's exact API behaviour (docs/goim-compat.md section 5): HTTP 200 with
 //! `{"code","message","data"}`; -400 for bad parameters; parameters from the
 //! query only; the body is the pushed message as bytes; and corecast's
-//! history API (positions.md section 5). A request is `parse`d first (its
+//! history API (docs/positions.md section 5). A request is `parse`d first (its
 //! `Class` tells the connection loop whether it may start before the ones
 //! in flight are applied), then `start`ed: answered from this shard's state,
 //! or its pushes sent with a ticket whose `Later` reply the loop awaits.
@@ -28,7 +28,7 @@ pub const CONFIRM_TIMEOUT_MS: u64 = 10_000;
 /// What a request does to the order of pushes: requests of one class on one
 /// connection may be in flight together (their paths through the mesh keep
 /// their order); a request of another class waits until they are applied
-/// (positions.md section 1: pipelined requests take effect in request order).
+/// (docs/positions.md section 1: pipelined requests take effect in request order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// Through the room's sequencer shard (this one): pushes to rooms of
@@ -332,7 +332,7 @@ fn push_all(_shard: &Shard, query: &Query) -> Parsed {
     Ok(Request::All { op, speed: speed.max(0) as u32 })
 }
 
-/// GET /goim/room/history?type=&room=&since=&limit= (positions.md section 5).
+/// GET /goim/room/history?type=&room=&since=&limit= (docs/positions.md section 5).
 fn room_history(shard: &Shard, query: &Query) -> Parsed {
     let room_type = required_str(query, "type")?;
     let room = required_str(query, "room")?;

@@ -1,5 +1,5 @@
 //! The nodes API: `/goim/nodes/weighted` and `/goim/nodes/instances`
-//! (goim-compat.md section 5), for this node and, in a cluster, every other
+//! (docs/goim-compat.md section 5), for this node and, in a cluster, every other
 //! live node as its last report described it.
 //!
 //! Owns: how a node is described to clients and operators, and goim's

@@ -7,7 +7,7 @@
 //! pushes the client missed. The shard then forwards the push to every
 //! shard over the FIFO mesh, so every member sees the room's pushes in
 //! offset order, and a join answered here meets the live pushes with no
-//! gap and no duplicate (positions.md sections 1 to 4).
+//! gap and no duplicate (docs/positions.md sections 1 to 4).
 //!
 //! Owns: streams (epoch, last offset, history, attached positions members)
 //! of the rooms this shard sequences. Sans-IO: the shard's dispatch calls

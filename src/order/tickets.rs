@@ -13,7 +13,7 @@
 //! one applied later (outboxes and room lists are FIFO, and the flusher
 //! writes pending room pushes before anything queued after them), so the
 //! HTTP reply, sent when the ticket completes, is the ordering point that
-//! positions.md section 1 promises to sequential publishers.
+//! docs/positions.md section 1 promises to sequential publishers.
 //!
 //! Owns: the ticket table of this shard. Must never: complete a ticket
 //! before all its weight is back, or keep a ticket whose waiter is gone.

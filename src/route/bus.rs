@@ -5,7 +5,7 @@
 //! shard means one ordered stream in and one out: the server appends every
 //! message for this shard to one outbound buffer in the order it processed
 //! them, whatever their subject, so a push published after another push's
-//! reply arrives after it (positions.md section 1 across nodes), and no
+//! reply arrives after it (docs/positions.md section 1 across nodes), and no
 //! message crosses cores inside a node.
 //!
 //! Owns: subscriptions (subject → sid → what it means here, refcounted),

@@ -11,7 +11,7 @@
 //! shard itself, and answered once the server's PONG proves it processed
 //! them. One NATS server appends messages for each subscriber in the order
 //! it processed them, so the reply is the ordering point across nodes as
-//! the mesh acknowledgement is inside one node (positions.md section 1).
+//! the mesh acknowledgement is inside one node (docs/positions.md section 1).
 //!
 //! - `nats`: the core NATS protocol, sans IO.
 //! - `subject`: subject names.

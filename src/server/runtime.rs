@@ -124,7 +124,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
         // A capacity warning, once: the host is not set up for the design load.
         crate::log_warn!(
             "open-file ceiling {ceiling}: at most {conns_max} client connections on each of {shards} shards \
-             (1,000,000 connections need RLIMIT_NOFILE above {FILES_FOR_A_MILLION}; see README)"
+             (1,000,000 connections need RLIMIT_NOFILE above {FILES_FOR_A_MILLION}; see docs/operations.md)"
         );
     } else {
         crate::log_info!("open-file ceiling {ceiling}; {shards} shards, at most {conns_max} client connections each");

@@ -245,7 +245,7 @@ impl Shard {
                 self.id
             );
         }
-        // What a broadcast is ordered against (positions.md section 1): a
+        // What a broadcast is ordered against (docs/positions.md section 1): a
         // speed-0 one is applied at once, like any push, so it is ordered
         // against every push, and it may overtake a throttled walk still
         // running (waiting behind the walk would hold every later room or key

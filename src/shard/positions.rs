@@ -1,4 +1,4 @@
-//! Joining a room at one point of its order (positions.md sections 3 to 5).
+//! Joining a room at one point of its order (docs/positions.md sections 3 to 5).
 //!
 //! A connection with positions does not join its room's member list on
 //! its own shard at once: it asks the room's sequencer (`Attach`), which

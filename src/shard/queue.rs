@@ -5,7 +5,7 @@
 //! applies the outbound bound.
 //!
 //! Owns: the choice of encoding per connection and the policy at
-//! `limits.outbound_bytes_per_connection_max` (README "Limits"): "close"
+//! `limits.outbound_bytes_per_connection_max` (docs/configuration.md, "What happens at each bound"): "close"
 //! closes the connection as a slow consumer, "drop" drops the chunk; either
 //! way every frame of it is counted as undelivered (`queue_full`). Must
 //! never: write to a socket (`writer` does), or queue past the bound

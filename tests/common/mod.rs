@@ -37,7 +37,7 @@ use serde::Serialize;
 use simd_json::prelude::*;
 use simd_json::OwnedValue;
 
-/// goim operations used by the tests (see goim-compat.md, section 1).
+/// goim operations used by the tests (see docs/goim-compat.md, section 1).
 pub mod op {
     pub const HEARTBEAT: i32 = 2;
     pub const HEARTBEAT_REPLY: i32 = 3;

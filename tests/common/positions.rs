@@ -1,4 +1,4 @@
-//! The op-20 position frame of positions.md section 3, as tests read it.
+//! The op-20 position frame of docs/positions.md section 3, as tests read it.
 
 use super::Frame;
 use simd_json::prelude::*;

@@ -11,7 +11,7 @@ pub const ACCEPTS_MAX: usize = 512;
 
 /// `{"mid": 123, "key": "", "room_id": "live://1000", "platform": "web", "accepts": [1000]}`,
 /// plus corecast's optional `"positions": true` and
-/// `"recover": {"epoch": "E", "offset": N}` (positions.md sections 3 and 4).
+/// `"recover": {"epoch": "E", "offset": N}` (docs/positions.md sections 3 and 4).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(default)]
 pub struct Token {

@@ -1,6 +1,6 @@
 //! The goim frame codec: a 16-byte big-endian header and a body.
 //!
-//! Owns: the framing rules of goim-compat.md section 1. Must never: allocate
+//! Owns: the framing rules of docs/goim-compat.md section 1. Must never: allocate
 //! from a length read off the wire before that length has been checked
 //! against the configured body limit.
 

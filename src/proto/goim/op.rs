@@ -14,7 +14,7 @@ pub const SUB_REPLY: i32 = 15;
 pub const UNSUB: i32 = 16;
 pub const UNSUB_REPLY: i32 = 17;
 /// corecast: where a connection with positions joined its room's order
-/// (JSON body; positions.md section 3).
+/// (JSON body; docs/positions.md section 3).
 pub const POSITION: i32 = 20;
 
 /// Version carried by server-originated pushes.

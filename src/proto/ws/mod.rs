@@ -4,7 +4,7 @@
 //!
 //! Owns: parsing and answering the `GET /sub` upgrade (`handshake`), and
 //! decoding client frames / encoding server frames (`frame`), as goim
-//! clients expect (goim-compat.md sections 1, 3 and 4): binary messages each
+//! clients expect (docs/goim-compat.md sections 1, 3 and 4): binary messages each
 //! carrying goim frames, ping answered by pong, close ending the connection,
 //! no subprotocol. The one extension, permessage-deflate (RFC 7692), is
 //! negotiated in `extension` and coded in `deflate`, only for clients that
