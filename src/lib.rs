@@ -71,4 +71,6 @@ pub mod api;
 pub mod server;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 pub(crate) mod test_rng;

@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["shard"],
     &["api"],
     &["server"],
+    &["sim"],
 ];
 
 /// Inside `proto/`, lowest first.

@@ -302,6 +302,11 @@ impl Sequencer {
         joined
     }
 
+    /// The current epoch of `room` and its last offset, if it has a stream here.
+    pub fn position_of(&self, room: &str) -> Option<(Arc<str>, u32)> {
+        self.streams.get(room).map(|stream| (stream.epoch.clone(), stream.offset))
+    }
+
     /// The current epoch of `room`, if it has a stream here.
     pub fn epoch_of(&self, room: &str) -> Option<Arc<str>> {
         self.streams.get(room).map(|stream| stream.epoch.clone())

@@ -254,7 +254,9 @@ impl Outgoing {
         }
     }
 
-    fn take(&self, peer: usize) -> Batch {
+    /// Hands the peer's queue over as one batch (the sender task does this;
+    /// the simulation test too).
+    pub(crate) fn take(&self, peer: usize) -> Batch {
         let msgs = std::mem::take(&mut *self.queues[peer].borrow_mut());
         self.pending_messages.set(self.pending_messages.get() - msgs.len());
         let bytes: usize = msgs.iter().map(ShardMsg::bytes).sum();

@@ -210,6 +210,13 @@ impl Shard {
         self.this.upgrade().expect("a shard method ran before the shard was shared")
     }
 
+    /// Seeds the shard's random numbers (epochs, generated keys): the
+    /// simulation test replays a seed exactly with it.
+    #[cfg(test)]
+    pub(crate) fn reseed(&self, seed: u64) {
+        self.rng.set(seed | 1);
+    }
+
     /// Milliseconds since the shard started.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64

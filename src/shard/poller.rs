@@ -290,7 +290,7 @@ fn peer_ip(addr: &libc::sockaddr_storage) -> Option<IpAddr> {
 }
 
 /// Reads what is there (up to `READS_PER_EVENT_MAX` times) and hands it on.
-fn read(shard: &Shard, conn: ConnRef) {
+pub(crate) fn read(shard: &Shard, conn: ConnRef) {
     let (fd, tls) = match shard.state.borrow().conns.get(conn) {
         Some(session) if session.close_reason.is_none() => (session.fd, session.tls.is_some()),
         _ => return,
