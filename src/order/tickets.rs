@@ -18,6 +18,7 @@
 //! Owns: the ticket table of this shard. Must never: complete a ticket
 //! before all its weight is back, or keep a ticket whose waiter is gone.
 
+use crate::conn::conns::ConnRef;
 use crate::order::sequencer::HistoryPage;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -63,11 +64,25 @@ pub enum Answer {
     Failed(&'static str),
 }
 
+/// Who a ticket answers when all its weight is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// An API request, waiting in `Wait`.
+    Reply,
+    /// A connection's registration: the directory shards (and, clustered,
+    /// the bus server) confirmed its key and mid, so its held auth reply
+    /// may leave (`Tickets::take_released`).
+    Release(ConnRef),
+}
+
 struct Ticket {
     weight_left: u64,
     page: Option<Box<HistoryPage>>,
     failed: Option<&'static str>,
     waker: Option<Waker>,
+    settle: Settle,
+    /// Waits for an answer from another node (`expect_remote`).
+    remote: bool,
 }
 
 impl Ticket {
@@ -99,18 +114,89 @@ pub struct Tickets {
     open: VecDeque<Option<Ticket>>,
     base: u64,
     live: usize,
+    /// Connections whose registration ticket completed, to be released by
+    /// the shard once no borrow of the tickets is held.
+    released: Vec<ConnRef>,
 }
 
 impl Tickets {
-    /// Opens a ticket; returns its id.
+    /// Opens a ticket for an API request; returns its id.
     pub fn open(&mut self) -> u64 {
+        self.open_for(Settle::Reply)
+    }
+
+    /// Opens a ticket for `conn`'s registration: once its weight is back
+    /// (or it failed: the bus went down, and then nothing waits for it),
+    /// `conn` is in `take_released`.
+    pub fn open_release(&mut self, conn: ConnRef) -> u64 {
+        self.open_for(Settle::Release(conn))
+    }
+
+    fn open_for(&mut self, settle: Settle) -> u64 {
         if self.open.is_empty() {
             self.base += 1;
         }
         let id = self.base + self.open.len() as u64;
-        self.open.push_back(Some(Ticket { weight_left: FULL_WEIGHT, page: None, failed: None, waker: None }));
+        let ticket = Ticket { weight_left: FULL_WEIGHT, page: None, failed: None, waker: None, settle, remote: false };
+        self.open.push_back(Some(ticket));
         self.live += 1;
         id
+    }
+
+    /// The connections whose registration completed since the last call.
+    pub fn take_released(&mut self) -> Vec<ConnRef> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// A registration ticket that is done ends here (nobody polls it).
+    fn settle_if_done(&mut self, id: u64) {
+        let release = match self.get_mut(id) {
+            Some(ticket) if ticket.done() => match ticket.settle {
+                Settle::Release(conn) => Some(conn),
+                Settle::Reply => {
+                    ticket.wake();
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(conn) = release {
+            self.remove(id);
+            self.released.push(conn);
+        }
+    }
+
+    /// Ticket `id` waits for a reply from another node (a sequencer's
+    /// `Done` or `Page`): only such a reply completes it
+    /// (`complete_remote`), and a lost bus fails it (`fail_remote`).
+    pub fn expect_remote(&mut self, id: u64) {
+        if let Some(ticket) = self.get_mut(id) {
+            ticket.remote = true;
+        }
+    }
+
+    /// A reply from another node for ticket `id`: completes it if it waits
+    /// for one (a reply nobody expects, or a second one, does nothing).
+    pub fn complete_remote(&mut self, id: u64, page: Option<Box<HistoryPage>>) -> bool {
+        let expected = self.get_mut(id).is_some_and(|ticket| std::mem::replace(&mut ticket.remote, false));
+        if expected {
+            self.complete_with(id, page);
+        }
+        expected
+    }
+
+    /// The bus is gone: the tickets waiting for another node, no longer
+    /// waiting (the caller fails them).
+    pub fn take_remote(&mut self) -> Vec<u64> {
+        let base = self.base;
+        let mut waiting = Vec::new();
+        for (index, ticket) in self.open.iter_mut().enumerate() {
+            if let Some(ticket) = ticket.as_mut().filter(|t| t.remote) {
+                ticket.remote = false;
+                waiting.push(base + index as u64);
+            }
+        }
+        waiting
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Ticket> {
@@ -141,9 +227,7 @@ impl Tickets {
         if page.is_some() {
             ticket.page = page;
         }
-        if ticket.weight_left == 0 {
-            ticket.wake();
-        }
+        self.settle_if_done(id);
     }
 
     /// Completes ticket `id` whatever weight is out: its push was handed to
@@ -160,15 +244,18 @@ impl Tickets {
         if page.is_some() {
             ticket.page = page;
         }
-        ticket.wake();
+        self.settle_if_done(id);
     }
 
     /// Ends ticket `id` with a failure: its reply says `why` (code -500).
-    /// Credits that arrive later are applied to nothing harmful.
-    pub fn fail(&mut self, id: u64, why: &'static str) {
-        let Some(ticket) = self.get_mut(id) else { return };
+    /// Credits that arrive later are applied to nothing harmful. Returns
+    /// true when it was a registration (released, not a failed request).
+    pub fn fail(&mut self, id: u64, why: &'static str) -> bool {
+        let Some(ticket) = self.get_mut(id) else { return false };
         ticket.failed.get_or_insert(why);
-        ticket.wake();
+        let registration = ticket.settle != Settle::Reply;
+        self.settle_if_done(id);
+        registration
     }
 
     fn poll(&mut self, id: u64, cx: &mut Context<'_>) -> Poll<Answer> {
@@ -260,6 +347,41 @@ mod tests {
         assert!(tickets.is_empty());
         // A late credit for a forgotten ticket is ignored.
         tickets.credit(id, 1, None);
+    }
+
+    #[test]
+    fn a_registration_is_released_once_every_share_is_back_or_it_failed() {
+        let mut tickets = Tickets::default();
+        let conn = ConnRef { shard: 0, slot: 3, generation: 1 };
+        let id = tickets.open_release(conn);
+        let shares: Vec<Ack> = Ack { shard: 0, id, weight: FULL_WEIGHT, started_us: 0 }.split(3).collect();
+        tickets.credit(id, shares[0].weight, None);
+        tickets.credit(id, shares[1].weight, None);
+        assert!(tickets.take_released().is_empty(), "one share is still out");
+        tickets.credit(id, shares[2].weight, None);
+        assert_eq!(tickets.take_released(), vec![conn]);
+        assert!(tickets.is_empty(), "a released registration holds no ticket");
+        let other = ConnRef { shard: 0, slot: 4, generation: 1 };
+        let id = tickets.open_release(other);
+        assert!(tickets.fail(id, "bus down"), "a failed registration says so");
+        assert_eq!(tickets.take_released(), vec![other], "and is released: its connection goes on");
+    }
+
+    #[test]
+    fn only_a_ticket_waiting_for_another_node_takes_its_reply_once() {
+        let mut tickets = Tickets::default();
+        let local = tickets.open();
+        assert!(!tickets.complete_remote(local, None), "a reply nobody asked for does nothing");
+        let remote = tickets.open();
+        tickets.expect_remote(remote);
+        assert_eq!(tickets.take_remote(), vec![remote]);
+        assert!(!tickets.complete_remote(remote, None), "taken for failing: no longer waits");
+        let again = tickets.open();
+        tickets.expect_remote(again);
+        assert!(tickets.complete_remote(again, None));
+        assert!(!tickets.complete_remote(again, None), "a second reply does nothing");
+        assert!(matches!(tickets.take_if_done(again), Some(Answer::Done)));
+        assert!(tickets.take_if_done(local).is_none());
     }
 
     #[test]

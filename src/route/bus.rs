@@ -16,13 +16,14 @@
 //! (a lost connection fails them all).
 
 use crate::conn::conns::ConnRef;
+use crate::order::tickets::Ack;
 use crate::proto::nats;
 use crate::route::nodes::Nodes;
 use crate::route::subject::Subjects;
 use crate::route::wire::{self, BusMsg};
 use crate::signal::Signal;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// What a subscription is for on this shard.
@@ -92,18 +93,6 @@ struct Sub {
 /// Where a room's stream is, as seen here: (epoch, last offset).
 pub type StreamPoint = (Arc<str>, u32);
 
-/// Who waits for a PONG.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiter {
-    /// An API request's ticket: its publishes have been processed.
-    Ticket(u64),
-    /// A connection's registration: its subscriptions are in place.
-    Registration(u64),
-    /// A share of another shard's ticket (a room push this shard numbered
-    /// for an API shard of this node): confirmed over the mesh.
-    Confirm(crate::order::tickets::Ack),
-}
-
 /// Why something could not be handed to the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusError {
@@ -139,12 +128,12 @@ pub struct Bus {
     /// By subject: a message is dispatched by the subject it came on.
     subs: RefCell<HashMap<Box<str>, Sub>>,
     next_sid: Cell<u64>,
-    /// Waiters of the next PING (not yet written).
-    unflushed: RefCell<Vec<Waiter>>,
-    /// Waiters behind each PING in flight, oldest first, with when it left.
-    pings: RefCell<VecDeque<(u64, Vec<Waiter>)>>,
-    /// Tickets waiting for a reply from another shard (a sequencer).
-    pub remote: RefCell<HashSet<u64>>,
+    /// Shares of tickets returned by the next PING's PONG (not yet written):
+    /// an API request's publishes, a registration's subscriptions, or a
+    /// room push this shard numbered for another shard of this node.
+    unflushed: RefCell<Vec<Ack>>,
+    /// The shares behind each PING in flight, oldest first, with when it left.
+    pings: RefCell<VecDeque<(u64, Vec<Ack>)>>,
     pub nodes: RefCell<Nodes>,
     /// The last (epoch, offset) seen per room subscribed here: a new epoch
     /// is announced, a gap or a duplicate is caught (`route::follow`).
@@ -175,7 +164,6 @@ impl Bus {
             next_sid: Cell::new(1),
             unflushed: RefCell::new(Vec::new()),
             pings: RefCell::new(VecDeque::new()),
-            remote: RefCell::new(HashSet::new()),
             nodes: RefCell::new(Nodes::new(node_id, config.node_timeout_ms)),
             room_streams: RefCell::new(HashMap::new()),
             report_seq: Cell::new(0),
@@ -291,7 +279,7 @@ impl Bus {
 
     /// `waiter` is told (by a PONG) once the server has processed every
     /// byte queued so far. Fails at once when the bus is down.
-    pub fn flush(&self, waiter: Waiter) -> Result<(), BusError> {
+    pub fn flush(&self, waiter: Ack) -> Result<(), BusError> {
         if !self.connected.get() {
             return Err(BusError::Down);
         }
@@ -319,7 +307,7 @@ impl Bus {
     }
 
     /// A PONG arrived: the waiters of the oldest PING.
-    pub fn on_pong(&self) -> Vec<Waiter> {
+    pub fn on_pong(&self) -> Vec<Ack> {
         self.pings.borrow_mut().pop_front().map(|(_, w)| w).unwrap_or_default()
     }
 
@@ -356,15 +344,14 @@ impl Bus {
     /// The connection is gone: unwritten bytes are dropped and every
     /// waiter is returned (to be failed); subscriptions stay, to be sent
     /// again on the next connection.
-    pub fn on_disconnect(&self) -> (Vec<Waiter>, Vec<u64>) {
+    pub fn on_disconnect(&self) -> Vec<Ack> {
         self.connected.set(false);
         self.out.borrow_mut().clear();
         let mut waiters = std::mem::take(&mut *self.unflushed.borrow_mut());
         for (_, more) in self.pings.borrow_mut().drain(..) {
             waiters.extend(more);
         }
-        let remote = self.remote.borrow_mut().drain().collect();
-        (waiters, remote)
+        waiters
     }
 
     /// Messages published since start.

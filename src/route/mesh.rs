@@ -121,12 +121,12 @@ pub enum ShardMsg {
         ack: Ack,
     },
     /// Directory: `key` (and `mid`, unless 0) now belongs to `conn`. The
-    /// receiver answers with `Registered { id }` to `conn.shard`.
+    /// receiver returns `ack`, a share of the registration's ticket.
     Register {
         key: Option<String>,
         mid: Option<i64>,
         conn: ConnRef,
-        ack_id: u64,
+        ack: Ack,
     },
     /// Directory: `conn` is gone.
     Unregister {
@@ -137,9 +137,6 @@ pub enum ShardMsg {
     /// Close `conn`: a newer connection took its key.
     Kick {
         conn: ConnRef,
-    },
-    Registered {
-        ack_id: u64,
     },
     /// Directory: a connection from `ip` opened (+1) or closed (-1).
     Ip {

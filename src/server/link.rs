@@ -9,7 +9,6 @@
 //! control line).
 
 use crate::proto::nats::{self, ServerOp};
-use crate::route::bus::Waiter;
 use crate::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -171,12 +170,8 @@ fn handle(shard: &Rc<Shard>, op: ServerOp<'_>) {
         }
         ServerOp::Ping => bus.queue_raw(nats::PONG),
         ServerOp::Pong => {
-            for waiter in bus.on_pong() {
-                match waiter {
-                    Waiter::Ticket(id) => shard.tickets.borrow_mut().complete(id),
-                    Waiter::Registration(id) => shard.registration_flushed(id),
-                    Waiter::Confirm(ack) => shard.confirm(ack),
-                }
+            for ack in bus.on_pong() {
+                shard.confirm(ack);
             }
         }
         ServerOp::Info(json) => {

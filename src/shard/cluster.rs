@@ -13,7 +13,7 @@ use crate::conn::close::CloseReason;
 use crate::conn::conns::ConnRef;
 use crate::order::sequencer::{Joined, Recovery, Refusal};
 use crate::order::tickets::Ack;
-use crate::route::bus::{BusError, Interest, OneOrMore, Waiter};
+use crate::route::bus::{BusError, Interest, OneOrMore};
 use crate::route::mesh::{Attached, ShardMsg};
 use crate::route::placement::owner_of;
 use crate::route::wire::{AttachToken, BusMsg, Holder};
@@ -62,10 +62,15 @@ impl Shard {
     }
 
     /// Fails ticket `id` with `error`, counted as a push the bus did not take.
+    /// (A registration's ticket is only released: its connection goes on.)
     pub fn bus_refused(&self, id: u64, error: BusError) {
+        let registration = self.tickets.borrow_mut().fail(id, error.reason());
+        if registration {
+            self.release_registered();
+            return;
+        }
         self.stats.borrow_mut().bus_pushes_failed += 1;
         crate::log_warn!("shard {}: push answered -500: {}", self.id, error.reason());
-        self.tickets.borrow_mut().fail(id, error.reason());
     }
 
     /// Fails the ticket `ack` is a share of, on whichever shard holds it.
@@ -91,9 +96,7 @@ impl Shard {
         let started_unix_us = crate::latency::to_unix_us(ack.started_us);
         let msg = BusMsg::Sequence { ticket: ack.id, started_unix_us, room, frame };
         match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
-            Ok(()) => {
-                bus.remote.borrow_mut().insert(ack.id);
-            }
+            Ok(()) => self.tickets.borrow_mut().expect_remote(ack.id),
             Err(e) => self.bus_refused(ack.id, e),
         }
     }
@@ -108,7 +111,7 @@ impl Shard {
                 return self.bus_refused(ack.id, e);
             }
         }
-        if let Err(e) = bus.flush(Waiter::Ticket(ack.id)) {
+        if let Err(e) = bus.flush(ack) {
             self.bus_refused(ack.id, e);
         }
     }
@@ -121,7 +124,7 @@ impl Shard {
                 None,
                 &BusMsg::All { op, speed, started_unix_us: crate::latency::to_unix_us(ack.started_us), frame },
             )
-            .and_then(|()| bus.flush(Waiter::Ticket(ack.id)));
+            .and_then(|()| bus.flush(ack));
         if let Err(e) = result {
             self.bus_refused(ack.id, e);
         }
@@ -134,10 +137,10 @@ impl Shard {
         }
         let msg = BusMsg::History { ticket: ack.id, room, since, limit };
         match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
-            Ok(()) => {
-                bus.remote.borrow_mut().insert(ack.id);
+            Ok(()) => self.tickets.borrow_mut().expect_remote(ack.id),
+            Err(e) => {
+                self.tickets.borrow_mut().fail(ack.id, e.reason());
             }
-            Err(e) => self.tickets.borrow_mut().fail(ack.id, e.reason()),
         }
     }
 
@@ -174,7 +177,7 @@ impl Shard {
     /// A connection registers: subscribe to its key (claiming it, so older
     /// holders anywhere close) and mid. The auth reply waits for the PONG
     /// behind these subscriptions; returns whether it has to.
-    pub fn bus_register(&self, conn: ConnRef, key: &str, mid: i64, ack_id: u64) -> bool {
+    pub fn bus_register(&self, conn: ConnRef, key: &str, mid: i64, ack: Ack) -> bool {
         let Some(bus) = &self.bus else { return false };
         let at_ms = unix_ms();
         let key_subject = bus.subjects.key(key);
@@ -186,7 +189,7 @@ impl Shard {
         let holder =
             Holder { at_ms, node: &bus.node_id, shard: self.id as u16, slot: conn.slot, generation: conn.generation };
         let _ = bus.publish(&key_subject, None, &BusMsg::Claim { holder });
-        bus.flush(Waiter::Registration(ack_id)).is_ok()
+        bus.flush(ack).is_ok()
     }
 
     pub fn bus_unregister(&self, conn: ConnRef, key: &str, mid: i64) {
@@ -227,14 +230,10 @@ impl Shard {
     pub fn on_bus_disconnected(&self) {
         let Some(bus) = &self.bus else { return };
         self.stats.borrow_mut().bus_connected = 0;
-        let (waiters, remote) = bus.on_disconnect();
-        for waiter in waiters {
-            match waiter {
-                Waiter::Ticket(id) => self.bus_refused(id, BusError::Down),
-                Waiter::Registration(id) => self.registration_flushed(id),
-                Waiter::Confirm(ack) => self.fail_share(ack, BusError::Down),
-            }
+        for ack in bus.on_disconnect() {
+            self.fail_share(ack, BusError::Down);
         }
+        let remote = self.tickets.borrow_mut().take_remote();
         for id in remote {
             self.bus_refused(id, BusError::Down);
         }
@@ -275,17 +274,12 @@ impl Shard {
                 }
             }
             BusMsg::Done { ticket } => {
-                if bus.remote.borrow_mut().remove(&ticket) {
-                    self.tickets.borrow_mut().complete(ticket);
-                }
+                self.tickets.borrow_mut().complete_remote(ticket, None);
             }
             BusMsg::Page { ticket, epoch, offset, complete, messages } => {
-                if bus.remote.borrow_mut().remove(&ticket) {
-                    let messages = messages.into_iter().map(|(o, f)| (o, Bytes::copy_from_slice(f))).collect();
-                    let page =
-                        crate::order::sequencer::HistoryPage { epoch: Arc::from(epoch), offset, complete, messages };
-                    self.tickets.borrow_mut().complete_with(ticket, Some(Box::new(page)));
-                }
+                let messages = messages.into_iter().map(|(o, f)| (o, Bytes::copy_from_slice(f))).collect();
+                let page = crate::order::sequencer::HistoryPage { epoch: Arc::from(epoch), offset, complete, messages };
+                self.tickets.borrow_mut().complete_remote(ticket, Some(Box::new(page)));
             }
             BusMsg::Attached { token, room, epoch, offset, recovery, replay } => {
                 self.bus_attached(token, room, epoch, offset, recovery, replay)
@@ -332,8 +326,7 @@ impl Shard {
     pub fn bus_sequence_local(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
         let Some(bus) = &self.bus else { return };
         let started_unix_us = crate::latency::to_unix_us(ack.started_us);
-        let result =
-            self.number_and_publish(&room, &frame, started_unix_us).and_then(|()| bus.flush(Waiter::Confirm(ack)));
+        let result = self.number_and_publish(&room, &frame, started_unix_us).and_then(|()| bus.flush(ack));
         if let Err(e) = result {
             self.fail_share(ack, e);
         }

@@ -82,18 +82,23 @@ impl Shard {
                 self.confirm(ack);
             }
             ShardMsg::Confirms(confirms) => {
-                let mut tickets = self.tickets.borrow_mut();
-                for (id, weight) in confirms {
-                    tickets.credit(id, weight, None);
+                {
+                    let mut tickets = self.tickets.borrow_mut();
+                    for (id, weight) in confirms {
+                        tickets.credit(id, weight, None);
+                    }
                 }
+                self.release_registered();
             }
             ShardMsg::Page { id, weight, page } => self.tickets.borrow_mut().credit(id, weight, Some(page)),
-            ShardMsg::Failed { id, why } => self.tickets.borrow_mut().fail(id, why),
+            ShardMsg::Failed { id, why } => {
+                self.tickets.borrow_mut().fail(id, why);
+            }
             ShardMsg::Attach { room, conn, attach_seq, recover } => self.attach(room, conn, attach_seq, recover),
             ShardMsg::Attached(attached) => self.on_attached(*attached),
             ShardMsg::Detach { room } => self.sequencer.borrow_mut().detach(&room),
             ShardMsg::History { room, since, limit, ack } => self.history_page(room, since, limit, ack),
-            ShardMsg::Register { key, mid, conn, ack_id } => {
+            ShardMsg::Register { key, mid, conn, ack } => {
                 let replaced = {
                     let mut state = self.state.borrow_mut();
                     if let Some(mid) = mid {
@@ -104,7 +109,7 @@ impl Shard {
                 if let Some(old) = replaced {
                     self.send(old.shard as usize, ShardMsg::Kick { conn: old });
                 }
-                self.send(conn.shard as usize, ShardMsg::Registered { ack_id });
+                self.confirm(ack);
             }
             ShardMsg::Unregister { key, mid, conn } => {
                 let mut state = self.state.borrow_mut();
@@ -116,7 +121,6 @@ impl Shard {
                 }
             }
             ShardMsg::Kick { conn } => self.close(conn, CloseReason::Replaced),
-            ShardMsg::Registered { ack_id } => self.complete_registration(ack_id),
             ShardMsg::Ip { ip, delta } => {
                 let mut state = self.state.borrow_mut();
                 if delta > 0 {
@@ -412,7 +416,10 @@ impl Shard {
     pub fn query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
         match self.route() {
             Route::Bus => return self.bus_query_history(room, since, limit, ack),
-            Route::Down => return self.tickets.borrow_mut().fail(ack.id, BusError::Down.reason()),
+            Route::Down => {
+                self.tickets.borrow_mut().fail(ack.id, BusError::Down.reason());
+                return;
+            }
             Route::Local => {}
         }
         let sequencer = owner_of(room, self.shards);

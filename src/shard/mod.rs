@@ -41,7 +41,6 @@ use crate::route::placement::owner_of;
 use crate::signal::Signal;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
@@ -117,9 +116,6 @@ pub struct Shard {
     pub tickets: Rc<RefCell<Tickets>>,
     /// The rooms whose order this shard decides.
     pub sequencer: RefCell<Sequencer>,
-    /// Registrations waiting for the directory: ack id → (connection, acks left).
-    acks: RefCell<HashMap<u64, (ConnRef, u32)>>,
-    next_ack_id: Cell<u64>,
     rng: Cell<u64>,
     /// This shard's end of the cluster bus; `None` on a single node.
     pub bus: Option<crate::route::bus::Bus>,
@@ -188,8 +184,6 @@ impl Shard {
             coarse_ms: Cell::new(0),
             tickets: Rc::new(RefCell::new(Tickets::default())),
             sequencer: RefCell::new(Sequencer::new(history_bounds(&config, shards))),
-            acks: RefCell::new(HashMap::new()),
-            next_ack_id: Cell::new(1),
             rng: Cell::new(seed | 1),
             bus: None,
             delivery_samples: RefCell::new(Vec::new()),
@@ -253,6 +247,7 @@ impl Shard {
     pub fn confirm_with(&self, ack: Ack, page: Option<Box<sequencer::HistoryPage>>) {
         if ack.shard as usize == self.id {
             self.tickets.borrow_mut().credit(ack.id, ack.weight, page);
+            self.release_registered();
         } else {
             let peer = ack.shard as usize;
             match page {
@@ -296,29 +291,20 @@ impl Shard {
         }
     }
 
-    /// Waits for `expected` directory acknowledgements before releasing `conn`.
-    pub fn new_ack(&self, conn: ConnRef, expected: u32) -> u64 {
-        let id = self.next_ack_id.get();
-        self.next_ack_id.set(id + 1);
-        self.acks.borrow_mut().insert(id, (conn, expected));
-        id
+    /// A registration's ticket for `conn`: its shares go to the directory
+    /// shards (and the bus); `conn` is released when all are back.
+    pub fn registration_ack(&self, conn: ConnRef) -> Ack {
+        let id = self.tickets.borrow_mut().open_release(conn);
+        Ack { shard: self.id as u16, id, weight: ack::FULL_WEIGHT, started_us: 0 }
     }
 
-    fn complete_registration(&self, id: u64) {
-        let conn = {
-            let mut acks = self.acks.borrow_mut();
-            let Some((conn, left)) = acks.get_mut(&id) else {
-                return;
-            };
-            *left -= 1;
-            if *left > 0 {
-                return;
-            }
-            let conn = *conn;
-            acks.remove(&id);
-            conn
-        };
-        session::release(self, conn);
+    /// Releases the connections whose registration ticket completed.
+    /// Callers must not hold a borrow of `state` or the tickets.
+    pub fn release_registered(&self) {
+        let released = self.tickets.borrow_mut().take_released();
+        for conn in released {
+            session::release(self, conn);
+        }
     }
 
     /// A random UUID v4 for clients that send an empty key (goim does the same).
@@ -367,11 +353,6 @@ impl Shard {
         } else {
             self.next_random() % n
         }
-    }
-
-    /// A registration's bus subscriptions are in place (or the bus is gone).
-    pub fn registration_flushed(&self, ack_id: u64) {
-        self.complete_registration(ack_id);
     }
 
     /// Tells `room`'s sequencer that a connection with positions left it.

@@ -212,16 +212,21 @@ pub(super) fn register(shard: &Shard, conn: ConnRef) {
     let mid_owner = (mid != 0).then(|| owner_of(&mid, shard.shards));
     let separate_mid = mid_owner.is_some_and(|owner| owner != key_owner);
     let clustered = shard.bus.is_some();
-    let ack_id = shard.new_ack(conn, 1 + separate_mid as u32 + clustered as u32);
+    // One ticket, a share for each directory shard and, clustered, one for
+    // the bus server's PONG.
+    let mut shares = shard.registration_ack(conn).split(1 + separate_mid as usize + clustered as usize);
+    let key_share = shares.next().expect("split into at least one share");
     // Clustered: the key's and mid's subscriptions (and the room's) must be
     // in the bus server's tables before the auth reply leaves.
-    if clustered && !shard.bus_register(conn, &key, mid, ack_id) {
-        shard.registration_flushed(ack_id);
+    if let Some(bus_share) = clustered.then(|| shares.next()).flatten() {
+        if !shard.bus_register(conn, &key, mid, bus_share) {
+            shard.confirm(bus_share);
+        }
     }
     let mid_with_key = if separate_mid { None } else { mid_owner.map(|_| mid) };
-    shard.send(key_owner, ShardMsg::Register { key: Some(key), mid: mid_with_key, conn, ack_id });
-    if let (true, Some(owner)) = (separate_mid, mid_owner) {
-        shard.send(owner, ShardMsg::Register { key: None, mid: Some(mid), conn, ack_id });
+    shard.send(key_owner, ShardMsg::Register { key: Some(key), mid: mid_with_key, conn, ack: key_share });
+    if let (Some(mid_share), Some(owner)) = (separate_mid.then(|| shares.next()).flatten(), mid_owner) {
+        shard.send(owner, ShardMsg::Register { key: None, mid: Some(mid), conn, ack: mid_share });
     }
 }
 
