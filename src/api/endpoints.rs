@@ -15,7 +15,7 @@ use crate::order::tickets::{Answer, Wait};
 use crate::proto::http::parser::Method;
 use crate::proto::http::query::Query;
 use crate::proto::http::response::{self, envelope, push_string, OK, REQUEST_ERROR, SERVER_ERROR};
-use crate::route::placement::owner_of;
+use crate::route::placement::Placement;
 use crate::shard::Shard;
 use base64::Engine;
 use std::fmt::Write;
@@ -81,24 +81,17 @@ pub enum Request {
 
 impl Request {
     pub fn class(&self, shard: &Shard) -> Class {
-        let shards = shard.shards;
-        if shard.bus.is_some() {
-            return match self {
-                // Rooms of one sequencer shard of one node share its FIFO path.
-                Request::Room { room, .. } => Class::Room(
-                    shard.cluster_sequencer(room).map_or(0, |(node, index)| owner_of(&(node, index), usize::MAX)),
-                ),
-                Request::Keys { .. } | Request::Mids { .. } | Request::All { .. } => Class::Bus,
-                Request::History { .. } | Request::Local | Request::Refused(_) | Request::Denied(_) => Class::Read,
-            };
-        }
-        self.local_class(shards)
+        self.class_in(&shard.placement())
     }
 
-    /// The class on a single node of `shards` shards.
-    fn local_class(&self, shards: usize) -> Class {
+    /// The class where names are placed as `placement` says.
+    pub fn class_in(&self, placement: &Placement<'_>) -> Class {
+        let clustered = placement.clustered();
         match self {
-            Request::Room { room, .. } => Class::Room(owner_of(room.as_str(), shards)),
+            // Rooms of one sequencer shard (of one node) share its FIFO path.
+            Request::Room { room, .. } => Class::Room(placement.room_class(room)),
+            // Clustered, these leave on this shard's bus connection, in order.
+            Request::Keys { .. } | Request::Mids { .. } | Request::All { .. } if clustered => Class::Bus,
             Request::Keys { .. } => Class::Keys,
             Request::Mids { .. } => Class::Mids,
             Request::All { .. } => Class::All,
@@ -507,15 +500,15 @@ mod tests {
         let shards = 3;
         let room = |name: &str| Request::Room { room: name.into(), op: 1000 };
         let names = ["live://1", "live://2", "live://3", "live://4", "live://5", "live://6"];
-        let owners: Vec<usize> = names.iter().map(|name| owner_of(*name, shards)).collect();
+        let owners: Vec<usize> = names.iter().map(|name| crate::route::placement::owner_of(*name, shards)).collect();
         assert!(owners.iter().any(|o| *o != owners[0]), "the sample spreads over sequencers");
         for (name, owner) in names.iter().zip(&owners) {
-            assert_eq!(room(name).local_class(shards), Class::Room(*owner));
+            assert_eq!(room(name).class_in(&Placement::new(shards, None)), Class::Room(*owner));
         }
-        assert_eq!(Request::Local.local_class(shards), Class::Read);
+        assert_eq!(Request::Local.class_in(&Placement::new(shards, None)), Class::Read);
         assert_ne!(
-            Request::Keys { keys: vec![], op: 1 }.local_class(shards),
-            Request::Mids { mids: vec![], op: 1 }.local_class(shards)
+            Request::Keys { keys: vec![], op: 1 }.class_in(&Placement::new(shards, None)),
+            Request::Mids { mids: vec![], op: 1 }.class_in(&Placement::new(shards, None))
         );
     }
 }

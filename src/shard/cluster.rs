@@ -15,22 +15,11 @@ use crate::order::sequencer::{Joined, Recovery, Refusal};
 use crate::order::tickets::Ack;
 use crate::route::bus::{BusError, Interest, OneOrMore};
 use crate::route::mesh::{Attached, ShardMsg};
-use crate::route::placement::owner_of;
+use crate::route::placement::SequencerAt;
 use crate::route::wire::{AttachToken, BusMsg, Holder};
 use crate::shard::Shard;
 use bytes::Bytes;
 use std::sync::Arc;
-
-/// How a push leaves this shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// Single node: the mesh.
-    Local,
-    /// Through the bus.
-    Bus,
-    /// Clustered, but the bus is down.
-    Down,
-}
 
 /// What a subscription's message is for, copied out of the bus's table.
 enum Target {
@@ -45,22 +34,6 @@ fn unix_ms() -> u64 {
 }
 
 impl Shard {
-    pub fn route(&self) -> Route {
-        match &self.bus {
-            None => Route::Local,
-            Some(bus) if bus.connected() => Route::Bus,
-            Some(_) => Route::Down,
-        }
-    }
-
-    /// The sequencer of `room` in the cluster: (node, shard there).
-    pub fn cluster_sequencer(&self, room: &str) -> Option<(String, usize)> {
-        let bus = self.bus.as_ref()?;
-        let nodes = bus.nodes.borrow();
-        let (node, shards) = nodes.sequencer_of(room, self.shards);
-        Some((node.to_string(), owner_of(room, shards)))
-    }
-
     /// Fails ticket `id` with `error`, counted as a push the bus did not take.
     /// (A registration's ticket is only released: its connection goes on.)
     pub fn bus_refused(&self, id: u64, error: BusError) {
@@ -88,11 +61,12 @@ impl Shard {
     /// A room push: to its sequencer over the mesh when that is on this node
     /// (no bus round trip to ask), else over the bus.
     pub fn bus_push_room(&self, room: &str, frame: &Bytes, ack: Ack) {
-        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return };
-        if bus.node_id == node {
+        let Some(bus) = &self.bus else { return };
+        let SequencerAt { node, shard } = self.placement().sequencer(room);
+        let Some(node) = node else {
             let msg = ShardMsg::Sequence { room: Arc::from(room), frame: frame.clone(), ack };
             return self.send(shard, msg);
-        }
+        };
         let started_unix_us = crate::latency::to_unix_us(ack.started_us);
         let msg = BusMsg::Sequence { ticket: ack.id, started_unix_us, room, frame };
         match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
@@ -131,10 +105,11 @@ impl Shard {
     }
 
     pub fn bus_query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
-        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return };
-        if bus.node_id == node {
+        let Some(bus) = &self.bus else { return };
+        let SequencerAt { node, shard } = self.placement().sequencer(room);
+        let Some(node) = node else {
             return self.send(shard, ShardMsg::History { room: Arc::from(room), since, limit, ack });
-        }
+        };
         let msg = BusMsg::History { ticket: ack.id, room, since, limit };
         match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
             Ok(()) => self.tickets.borrow_mut().expect_remote(ack.id),
@@ -155,13 +130,15 @@ impl Shard {
         recover: Option<(&str, u32)>,
         replay_bytes_max: usize,
     ) -> bool {
-        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return false };
+        let Some(bus) = &self.bus else { return false };
+        let SequencerAt { node, shard } = self.placement().sequencer(room);
+        let node = node.as_deref().unwrap_or(&bus.node_id);
         let subject = bus.subjects.room(room);
         bus.want(&subject, Interest::Room(Arc::from(room)));
         let token = AttachToken { slot: conn.slot, generation: conn.generation, attach_seq };
         let replay_bytes_max = replay_bytes_max.min(u32::MAX as usize) as u32;
         let msg = BusMsg::Attach { token, room, recover, replay_bytes_max };
-        if bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg).is_ok() {
+        if bus.publish(&bus.subjects.sequencer(node, shard), Some(&bus.inbox), &msg).is_ok() {
             return true;
         }
         bus.unwant(&subject, None);
@@ -170,8 +147,10 @@ impl Shard {
 
     /// A connection with positions left `room`: its sequencer uncounts it.
     pub fn bus_detach(&self, room: &str) -> bool {
-        let (Some(bus), Some((node, shard))) = (&self.bus, self.cluster_sequencer(room)) else { return false };
-        bus.publish(&bus.subjects.sequencer(&node, shard), None, &BusMsg::Detach { room }).is_ok()
+        let Some(bus) = &self.bus else { return false };
+        let SequencerAt { node, shard } = self.placement().sequencer(room);
+        let node = node.as_deref().unwrap_or(&bus.node_id);
+        bus.publish(&bus.subjects.sequencer(node, shard), None, &BusMsg::Detach { room }).is_ok()
     }
 
     /// A connection registers: subscribe to its key (claiming it, so older
@@ -265,7 +244,7 @@ impl Shard {
             BusMsg::Detach { room } => self.sequencer.borrow_mut().detach(room),
             BusMsg::History { ticket, room, since, limit } => {
                 let room = Arc::from(room);
-                let page = self.sequencer.borrow_mut().page(&room, since, limit as usize, || self.new_epoch());
+                let page = self.page(&room, since, limit);
                 let messages: Vec<(u32, &[u8])> = page.messages.iter().map(|(o, f)| (*o, &f[..])).collect();
                 let msg =
                     BusMsg::Page { ticket, epoch: &page.epoch, offset: page.offset, complete: page.complete, messages };
@@ -356,14 +335,8 @@ impl Shard {
     /// on the room's subject.
     fn number_and_publish(&self, room: &Arc<str>, frame: &Bytes, started_unix_us: u64) -> Result<(), BusError> {
         let Some(bus) = &self.bus else { return Err(BusError::Down) };
-        let now_ms = self.coarse_ms();
-        let (offset, epoch) = {
-            let mut sequencer = self.sequencer.borrow_mut();
-            let (offset, _) = sequencer.sequence(room, frame, now_ms, || self.new_epoch());
-            self.note_history(&sequencer);
-            (offset, sequencer.epoch_of(room).unwrap_or_else(|| Arc::from("")))
-        };
-        self.stats.borrow_mut().pushes_sequenced += 1;
+        let offset = self.number(room, frame).offset;
+        let epoch = self.sequencer.borrow().epoch_of(room).unwrap_or_else(|| Arc::from(""));
         let msg = BusMsg::Room { epoch: &epoch, offset, started_unix_us, frame };
         bus.publish(&bus.subjects.room(room), None, &msg)
     }
@@ -378,7 +351,7 @@ impl Shard {
     ) {
         let (Some(bus), Some(reply)) = (&self.bus, reply) else { return };
         let room: Arc<str> = Arc::from(room);
-        let joined = self.sequencer.borrow_mut().attach(&room, recover, replay_bytes_max, || self.new_epoch());
+        let joined = self.join_point(&room, recover, replay_bytes_max);
         let replay: Vec<(u32, &[u8])> = joined.replay.iter().map(|(o, f)| (*o, &f[..])).collect();
         let msg = |recovery, replay| BusMsg::Attached {
             token,

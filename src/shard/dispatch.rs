@@ -16,8 +16,8 @@ use crate::delivery::room::Pushed;
 use crate::order::tickets::Ack;
 use crate::route::bus::BusError;
 use crate::route::mesh::ShardMsg;
-use crate::route::placement::owner_of;
-use crate::shard::cluster::Route;
+use crate::route::placement::Route;
+use crate::shard::sequencing::Numbered;
 use crate::shard::websocket::Payload;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -145,14 +145,7 @@ impl Shard {
         if self.bus.is_some() {
             return self.bus_sequence_local(room, frame, ack);
         }
-        let now_ms = self.coarse_ms();
-        let (offset, new_epoch) = {
-            let mut sequencer = self.sequencer.borrow_mut();
-            let sequenced = sequencer.sequence(&room, &frame, now_ms, || self.new_epoch());
-            self.note_history(&sequencer);
-            sequenced
-        };
-        self.stats.borrow_mut().pushes_sequenced += 1;
+        let Numbered { offset, new_epoch } = self.number(&room, &frame);
         for (shard, ack) in (0..self.shards).zip(ack.split(self.shards)) {
             let (room, frame, new_epoch) = (room.clone(), frame.clone(), new_epoch.clone());
             self.send(shard, ShardMsg::Room { room, offset, frame, new_epoch, ack });
@@ -335,7 +328,7 @@ impl Shard {
     /// (local delivery goes on), and its reply says -500 because the other
     /// nodes did not get it.
     fn down_but_local(&self, ack: Ack) {
-        if self.route() == Route::Down {
+        if self.placement().route() == Route::Down {
             self.bus_refused(ack.id, BusError::Down);
         }
     }
@@ -344,7 +337,7 @@ impl Shard {
     /// cluster, one bus message per key to whichever shard holds it.
     pub fn push_keys(&self, keys: Vec<String>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        if self.route() == Route::Bus {
+        if self.placement().route() == Route::Bus {
             let subjects = self.bus.as_ref().map(|bus| &bus.subjects);
             let subjects = keys.iter().filter_map(|key| subjects.map(|s| s.key(key)));
             return self.bus_push_direct(subjects, op, &frame, ack);
@@ -356,7 +349,7 @@ impl Shard {
     /// POST /goim/push/mids: one hop to each mid's directory shard.
     pub fn push_mids(&self, mids: Vec<i64>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        if self.route() == Route::Bus {
+        if self.placement().route() == Route::Bus {
             let subjects = self.bus.as_ref().map(|bus| &bus.subjects);
             let subjects = mids.iter().filter_map(|mid| subjects.map(|s| s.mid(*mid)));
             return self.bus_push_direct(subjects, op, &frame, ack);
@@ -370,7 +363,7 @@ impl Shard {
     fn send_by_owner<T: std::hash::Hash>(&self, targets: Vec<T>, ack: Ack, message: impl Fn(Vec<T>, Ack) -> ShardMsg) {
         let mut by_owner: Vec<Vec<T>> = (0..self.shards).map(|_| Vec::new()).collect();
         for target in targets {
-            by_owner[owner_of(&target, self.shards)].push(target);
+            by_owner[self.placement().shard_of(&target)].push(target);
         }
         let owners = by_owner.iter().filter(|group| !group.is_empty()).count();
         if owners == 0 {
@@ -389,20 +382,20 @@ impl Shard {
     /// The frame is encoded once and shared by every shard.
     pub fn push_room(&self, room: &str, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        match self.route() {
+        match self.placement().route() {
             Route::Bus => return self.bus_push_room(room, &frame, ack),
             // No sequencer to number it: not delivered anywhere, -500.
             Route::Down => return self.bus_refused(ack.id, BusError::Down),
             Route::Local => {}
         }
-        let sequencer = owner_of(room, self.shards);
+        let sequencer = self.placement().shard_of(room);
         self.send(sequencer, ShardMsg::Sequence { room: Arc::from(room), frame, ack });
     }
 
     /// POST /goim/push/all: `speed` connections a second over all shards.
     pub fn push_all(&self, op: i32, body: &[u8], speed: u32, ack: Ack) {
         let frame = Self::push_frame(op, body);
-        if self.route() == Route::Bus {
+        if self.placement().route() == Route::Bus {
             return self.bus_push_all(op, speed, &frame, ack);
         }
         self.down_but_local(ack);
@@ -414,7 +407,7 @@ impl Shard {
 
     /// GET /goim/room/history: asks the room's sequencer.
     pub fn query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
-        match self.route() {
+        match self.placement().route() {
             Route::Bus => return self.bus_query_history(room, since, limit, ack),
             Route::Down => {
                 self.tickets.borrow_mut().fail(ack.id, BusError::Down.reason());
@@ -422,7 +415,7 @@ impl Shard {
             }
             Route::Local => {}
         }
-        let sequencer = owner_of(room, self.shards);
+        let sequencer = self.placement().shard_of(room);
         self.send(sequencer, ShardMsg::History { room: Arc::from(room), since, limit, ack });
     }
 }

@@ -22,6 +22,7 @@ pub mod poller;
 pub mod positions;
 pub mod queue;
 pub mod report;
+pub mod sequencing;
 pub mod session;
 pub mod websocket;
 pub mod writer;
@@ -37,7 +38,7 @@ use crate::order::tickets::{self as ack, Ack, Tickets, Wait};
 use crate::route::directory::Directory;
 use crate::route::mesh::{Outgoing, ShardMsg};
 use crate::route::online::Online;
-use crate::route::placement::owner_of;
+use crate::route::placement::{Placement, Route};
 use crate::signal::Signal;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -211,6 +212,11 @@ impl Shard {
         self.rng.set(seed | 1);
     }
 
+    /// Where names live and which way pushes leave, as seen from here.
+    pub fn placement(&self) -> Placement<'_> {
+        Placement::new(self.shards, self.bus.as_ref())
+    }
+
     /// Milliseconds since the shard started.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -358,10 +364,11 @@ impl Shard {
     /// Tells `room`'s sequencer that a connection with positions left it.
     /// Callers must not hold a borrow of `state`.
     pub fn send_detach(&self, room: Arc<str>) {
-        if self.route() == crate::shard::cluster::Route::Bus && self.bus_detach(&room) {
+        let placement = self.placement();
+        if placement.route() == Route::Bus && self.bus_detach(&room) {
             return;
         }
-        self.send(owner_of(&*room, self.shards), ShardMsg::Detach { room });
+        self.send(placement.shard_of(&*room), ShardMsg::Detach { room });
     }
 
     fn next_random(&self) -> u64 {

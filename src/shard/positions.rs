@@ -20,7 +20,7 @@ use crate::order::tickets::Ack;
 use crate::proto::goim::{frame, op};
 use crate::proto::http::response::push_string;
 use crate::route::mesh::{Attached, ShardMsg};
-use crate::route::placement::owner_of;
+use crate::route::placement::Route;
 use crate::shard::fanout::with_offsets;
 use crate::shard::websocket::Payload;
 use std::fmt::Write;
@@ -38,7 +38,7 @@ impl Shard {
     /// Asks `room`'s sequencer where `conn` joins (member side). Callers
     /// must not hold a borrow of `state`.
     pub fn request_attach(&self, conn: ConnRef, room: &str, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
-        if self.route() == crate::shard::cluster::Route::Bus {
+        if self.placement().route() == Route::Bus {
             let replay_bytes_max =
                 self.config.limits.outbound_bytes_per_connection_max.saturating_sub(REPLAY_HEADROOM_BYTES);
             let asked = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
@@ -46,7 +46,7 @@ impl Shard {
                 return;
             }
         }
-        let sequencer = owner_of(room, self.shards);
+        let sequencer = self.placement().shard_of(room);
         self.send(sequencer, ShardMsg::Attach { room: Arc::from(room), conn, attach_seq, recover });
     }
 
@@ -54,11 +54,8 @@ impl Shard {
     pub(super) fn attach(&self, room: Arc<str>, conn: ConnRef, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
         let replay_bytes_max =
             self.config.limits.outbound_bytes_per_connection_max.saturating_sub(REPLAY_HEADROOM_BYTES);
-        let joined = {
-            let mut sequencer = self.sequencer.borrow_mut();
-            let recover = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
-            sequencer.attach(&room, recover, replay_bytes_max, || self.new_epoch())
-        };
+        let recover = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
+        let joined = self.join_point(&room, recover, replay_bytes_max);
         let attached = Attached { room, conn, attach_seq, joined };
         self.send(conn.shard as usize, ShardMsg::Attached(Box::new(attached)));
     }
@@ -167,7 +164,7 @@ impl Shard {
 
     /// The sequencer's side of `GET /goim/room/history`.
     pub(super) fn history_page(&self, room: Arc<str>, since: u32, limit: u32, ack: Ack) {
-        let page = self.sequencer.borrow_mut().page(&room, since, limit as usize, || self.new_epoch());
+        let page = self.page(&room, since, limit);
         self.confirm_with(ack, Some(Box::new(page)));
     }
 

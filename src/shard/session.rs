@@ -14,7 +14,6 @@ use crate::conn::close::CloseReason;
 use crate::conn::conns::{ConnRef, Partial, Phase};
 use crate::proto::goim::{auth, frame, op};
 use crate::route::mesh::ShardMsg;
-use crate::route::placement::owner_of;
 
 /// Handles bytes read from `conn`: everything complete in the session's
 /// partial tail followed by `input` (goim frames on TCP; the upgrade and
@@ -190,7 +189,7 @@ pub fn admit(shard: &Shard, conn: ConnRef, admission: Admission) {
         shard.enqueue_reply(state, conn, reply);
         (ip, attach_to)
     };
-    shard.send(owner_of(&ip, shard.shards), ShardMsg::Ip { ip, delta: 1 });
+    shard.send(shard.placement().shard_of(&ip), ShardMsg::Ip { ip, delta: 1 });
     match attach_to {
         Some(room) => {
             let recover = token.recover.map(|r| (r.epoch.into_boxed_str(), r.offset));
@@ -208,8 +207,8 @@ pub(super) fn register(shard: &Shard, conn: ConnRef) {
         let Some(session) = state.conns.get(conn) else { return };
         (session.key.to_string(), session.mid)
     };
-    let key_owner = owner_of(key.as_str(), shard.shards);
-    let mid_owner = (mid != 0).then(|| owner_of(&mid, shard.shards));
+    let key_owner = shard.placement().shard_of(key.as_str());
+    let mid_owner = (mid != 0).then(|| shard.placement().shard_of(&mid));
     let separate_mid = mid_owner.is_some_and(|owner| owner != key_owner);
     let clustered = shard.bus.is_some();
     // One ticket, a share for each directory shard and, clustered, one for
@@ -278,8 +277,8 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
         return;
     }
     shard.bus_unregister(conn, &session.key, session.mid);
-    let key_owner = owner_of(&*session.key, shard.shards);
-    let mid_owner = (session.mid != 0).then(|| owner_of(&session.mid, shard.shards));
+    let key_owner = shard.placement().shard_of(&*session.key);
+    let mid_owner = (session.mid != 0).then(|| shard.placement().shard_of(&session.mid));
     let key = Some(session.key.into_string());
     if mid_owner == Some(key_owner) {
         shard.send(key_owner, ShardMsg::Unregister { key, mid: Some(session.mid), conn });
@@ -289,7 +288,7 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
             shard.send(owner, ShardMsg::Unregister { key: None, mid: Some(session.mid), conn });
         }
     }
-    shard.send(owner_of(&session.ip, shard.shards), ShardMsg::Ip { ip: session.ip, delta: -1 });
+    shard.send(shard.placement().shard_of(&session.ip), ShardMsg::Ip { ip: session.ip, delta: -1 });
 }
 
 /// Puts `conn` in `room`'s member list on this shard.
