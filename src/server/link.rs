@@ -161,7 +161,7 @@ async fn read_loop(shard: Rc<Shard>, mut reader: futures_lite::io::ReadHalf<TcpS
     }
 }
 
-fn handle(shard: &Rc<Shard>, op: ServerOp<'_>) {
+pub(crate) fn handle(shard: &Rc<Shard>, op: ServerOp<'_>) {
     let Some(bus) = shard.bus.as_ref() else { return };
     match op {
         ServerOp::Msg { subject, sid: _, reply, payload } => {

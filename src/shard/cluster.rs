@@ -29,10 +29,6 @@ enum Target {
     Other,
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Shard {
     /// Fails ticket `id` with `error`, counted as a push the bus did not take.
     /// (A registration's ticket is only released: its connection goes on.)
@@ -158,7 +154,7 @@ impl Shard {
     /// behind these subscriptions; returns whether it has to.
     pub fn bus_register(&self, conn: ConnRef, key: &str, mid: i64, ack: Ack) -> bool {
         let Some(bus) = &self.bus else { return false };
-        let at_ms = unix_ms();
+        let at_ms = self.unix_ms();
         let key_subject = bus.subjects.key(key);
         bus.want(&key_subject, Interest::Key(OneOrMore::One((conn, at_ms))));
         if mid != 0 {
@@ -284,7 +280,7 @@ impl Shard {
             }
             BusMsg::Claim { holder } => {
                 if let Target::Key(holders) = target {
-                    self.on_claim(&holders, holder);
+                    self.on_claim(subject, &holders, holder);
                 }
             }
             BusMsg::All { op, speed, started_unix_us, frame } => {
@@ -444,8 +440,9 @@ impl Shard {
         bus.room_streams.borrow_mut().insert(room.clone(), (Arc::from(epoch), offset));
     }
 
-    /// Closes the local holders of a key older than the claim's.
-    fn on_claim(&self, holders: &[(ConnRef, u64)], claim: Holder<'_>) {
+    /// Closes the local holders of a key older than the claim's; a holder
+    /// newer than the claim says so on the key's subject.
+    fn on_claim(&self, subject: &[u8], holders: &[(ConnRef, u64)], claim: Holder<'_>) {
         let Some(bus) = &self.bus else { return };
         for (conn, at_ms) in holders {
             let mine = Holder {
@@ -457,6 +454,13 @@ impl Shard {
             };
             if mine < claim {
                 self.close(*conn, CloseReason::Replaced);
+            } else if mine > claim {
+                // The claimer subscribed before it published, but may have
+                // missed this holder's own claim (it came first, or its
+                // clock is behind): say it again, so the claimer closes.
+                if let Ok(subject) = std::str::from_utf8(subject) {
+                    let _ = bus.publish(subject, None, &BusMsg::Claim { holder: mine });
+                }
             }
         }
     }

@@ -112,6 +112,9 @@ pub struct Shard {
     /// The cursor of the throttled walk started last (the next one follows it).
     pub last_walk: RefCell<Option<Rc<dispatch::WalkCursor>>>,
     started: Instant,
+    /// Milliseconds the simulation test says it is (`now_ms` and the Unix
+    /// clock of key claims follow it); `None`: the real clocks.
+    pub(crate) clock_override_ms: Cell<Option<u64>>,
     coarse_ms: Cell<u64>,
     /// API requests waiting for their pushes to be applied everywhere.
     pub tickets: Rc<RefCell<Tickets>>,
@@ -182,6 +185,7 @@ impl Shard {
             throttled_walks: Cell::new(0),
             last_walk: RefCell::new(None),
             started: Instant::now(),
+            clock_override_ms: Cell::new(None),
             coarse_ms: Cell::new(0),
             tickets: Rc::new(RefCell::new(Tickets::default())),
             sequencer: RefCell::new(Sequencer::new(history_bounds(&config, shards))),
@@ -219,7 +223,20 @@ impl Shard {
 
     /// Milliseconds since the shard started.
     pub fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        match self.clock_override_ms.get() {
+            Some(ms) => ms,
+            None => self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Unix time in ms (key claims are ordered by it across nodes).
+    pub fn unix_ms(&self) -> u64 {
+        match self.clock_override_ms.get() {
+            Some(ms) => ms,
+            None => {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+            }
+        }
     }
 
     /// The history's clock: `now_ms` as of the ticker's last tick (100 ms
@@ -279,7 +296,7 @@ impl Shard {
 
     /// Wheel ticks since the shard started (the wheel's clock).
     pub fn now_tick(&self) -> u32 {
-        (self.started.elapsed().as_millis() as u64 / wheel::TICK_MS) as u32
+        (self.now_ms() / wheel::TICK_MS) as u32
     }
 
     /// The tick at which something `ms` from now is due (rounded up).

@@ -21,6 +21,8 @@
 //! the seed for what it does (the shards' own randomness is reseeded too).
 
 mod client;
+mod cluster;
+mod nats;
 mod oracle;
 mod publisher;
 mod tests;
@@ -31,6 +33,7 @@ use crate::route::mesh::Batch;
 use crate::shard::Shard;
 use crate::test_rng::XorShift;
 use client::Client;
+use nats::NatsSim;
 use oracle::Oracle;
 use publisher::Publisher;
 use std::collections::VecDeque;
@@ -65,6 +68,9 @@ pub struct Coverage {
     pub closed_by_server: u64,
     pub keys_replaced: u64,
     pub slow_consumers: u64,
+    /// Runs over the simulated bus, and the messages their shards read off it.
+    pub clustered_runs: u64,
+    pub bus_messages: u64,
 }
 
 impl Coverage {
@@ -78,6 +84,8 @@ impl Coverage {
         self.closed_by_server += other.closed_by_server;
         self.keys_replaced += other.keys_replaced;
         self.slow_consumers += other.slow_consumers;
+        self.clustered_runs += other.clustered_runs;
+        self.bus_messages += other.bus_messages;
     }
 }
 
@@ -86,13 +94,19 @@ pub struct World {
     seed: u64,
     rng: XorShift,
     pub step: u64,
+    /// Every shard of every node.
     shards: Vec<Rc<Shard>>,
-    /// Batches a shard handed to the mesh and its peer has not applied:
-    /// `channels[from][to]`, first in first out.
+    /// The node of each shard, and each node's first shard.
+    node_of: Vec<usize>,
+    first_of_node: Vec<usize>,
+    /// Batches a shard handed to the mesh and its peer (of the same node)
+    /// has not applied: `channels[from][to]`, first in first out.
     channels: Vec<Vec<VecDeque<Batch>>>,
     clients: Vec<Client>,
     publishers: Vec<Publisher>,
     oracle: Oracle,
+    /// The simulated nats-server of a clustered run.
+    nats: Option<NatsSim>,
     /// Positions left behind by clients that went away: (room, epoch,
     /// offset), for later clients to recover from.
     left_at: Vec<(String, String, u32)>,
@@ -103,39 +117,71 @@ pub struct World {
 impl World {
     pub fn new(seed: u64) -> World {
         let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let shards_count = 2 + (rng.next() % 3) as usize;
-        let config = Arc::new(Config::parse(CONFIG).expect("the simulation's config is valid"));
-        let shards: Vec<Rc<Shard>> = (0..shards_count)
-            .map(|id| {
-                let mut shard = Shard::new(id, shards_count, config.clone(), CLIENTS_MAX * 4);
-                shard.reseed(seed ^ id as u64);
-                Rc::new_cyclic(|this| {
+        // Half the seeds: one node of 2 to 4 shards, over the mesh. The
+        // other half: 2 or 3 nodes of 1 to 3 shards over the simulated bus.
+        let clustered = rng.next().is_multiple_of(2);
+        let node_shards: Vec<usize> = if clustered {
+            (0..2 + rng.next() % 2).map(|_| 1 + (rng.next() % 3) as usize).collect()
+        } else {
+            vec![2 + (rng.next() % 3) as usize]
+        };
+        let mut shards = Vec::new();
+        let mut node_of = Vec::new();
+        let mut first_of_node = Vec::new();
+        for (node, count) in node_shards.iter().copied().enumerate() {
+            let text = if clustered {
+                format!("{CONFIG}[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]\nnode_id = \"n{node}\"\n")
+            } else {
+                CONFIG.to_string()
+            };
+            let config = Arc::new(Config::parse(&text).expect("the simulation's config is valid"));
+            first_of_node.push(shards.len());
+            for id in 0..count {
+                let mut shard = Shard::new(id, count, config.clone(), CLIENTS_MAX * 4);
+                shard.reseed(seed ^ (shards.len() as u64) << 8);
+                if clustered {
+                    shard.bus = Some(crate::route::bus::Bus::new(&config.cluster, &format!("n{node}"), id));
+                    shard.state.get_mut().online.track_interest();
+                }
+                shards.push(Rc::new_cyclic(|this| {
                     shard.this = this.clone();
                     shard
-                })
-            })
-            .collect();
-        let channels = (0..shards_count).map(|_| (0..shards_count).map(|_| VecDeque::new()).collect()).collect();
+                }));
+                node_of.push(node);
+            }
+        }
+        let total = shards.len();
+        let channels = (0..total).map(|_| (0..total).map(|_| VecDeque::new()).collect()).collect();
         let publishers = (0..1 + rng.next() % 3)
             .map(|index| {
-                Publisher::new(
-                    index as usize,
-                    rng.next().is_multiple_of(2),
-                    (rng.next() % shards_count as u64) as usize,
-                )
+                Publisher::new(index as usize, rng.next().is_multiple_of(2), (rng.next() % total as u64) as usize)
             })
             .collect();
-        World {
+        let nats = clustered.then(|| NatsSim::new(total));
+        let mut world = World {
             seed,
             rng,
             step: 0,
             shards,
+            node_of,
+            first_of_node,
             channels,
+            nats,
             clients: Vec::new(),
             publishers,
             oracle: Oracle::default(),
             left_at: Vec::new(),
             writes_blocked: 0,
+        };
+        world.join_the_bus();
+        world
+    }
+
+    /// Every shard's clock reads the step number as milliseconds: time is
+    /// the seed's too.
+    fn set_clocks(&self) {
+        for shard in &self.shards {
+            shard.clock_override_ms.set(Some(self.step));
         }
     }
 
@@ -160,12 +206,14 @@ impl World {
     fn run_steps(&mut self, steps: u64) -> Result<(), String> {
         for _ in 0..steps {
             self.step += 1;
+            self.set_clocks();
             self.random_step()?;
             self.settle_tickets();
             self.collect_batches();
         }
         self.drain()?;
-        self.oracle.final_checks(&self.clients, &self.shards, self.step)
+        let positions = |room: &str| self.room_position(room);
+        self.oracle.final_checks(&self.clients, positions, self.step)
     }
 
     /// What this run exercised (read from the shards' own counters).
@@ -175,6 +223,7 @@ impl World {
             pushes_received: self.clients.iter().map(|c| c.received.len() as u64).sum(),
             positions_joins: self.clients.iter().filter(|c| c.positions && c.authed_at.is_some()).count() as u64,
             closed_by_server: self.clients.iter().filter(|c| c.closed).count() as u64,
+            clustered_runs: self.nats.is_some() as u64,
             ..Coverage::default()
         };
         for shard in &self.shards {
@@ -183,6 +232,7 @@ impl World {
             coverage.recoveries_refused += stats.recoveries_refused.iter().sum::<u64>();
             coverage.keys_replaced += stats.closed[crate::conn::close::CloseReason::Replaced.index()];
             coverage.slow_consumers += stats.closed[crate::conn::close::CloseReason::SlowConsumer.index()];
+            coverage.bus_messages += stats.bus_messages_in;
         }
         coverage.writes_blocked = self.writes_blocked;
         coverage
@@ -198,6 +248,7 @@ impl World {
             67..=69 => self.change_room(),
             70..=71 => self.leave(),
             72..=75 => self.stall_or_resume(),
+            76..=87 if self.nats.is_some() => self.bus_step()?,
             _ => self.publish(),
         }
         Ok(())
@@ -207,13 +258,14 @@ impl World {
     /// mesh's sender tasks; how they cut batches does not change order).
     fn collect_batches(&mut self) {
         for (from, shard) in self.shards.iter().enumerate() {
-            for to in 0..self.shards.len() {
-                if to == from {
+            let first = self.first_of_node[self.node_of[from]];
+            for peer in 0..shard.shards {
+                if first + peer == from {
                     continue;
                 }
-                let batch = shard.outgoing.take(to);
+                let batch = shard.outgoing.take(peer);
                 if !batch.msgs.is_empty() {
-                    self.channels[from][to].push_back(batch);
+                    self.channels[from][first + peer].push_back(batch);
                 }
             }
         }
@@ -386,6 +438,7 @@ impl World {
         let mut quiet_rounds = 0;
         for _ in 0..10_000 {
             self.step += 1;
+            self.set_clocks();
             let mut moved = false;
             for index in 0..self.clients.len() {
                 let client = &self.clients[index];
@@ -410,6 +463,7 @@ impl World {
                 self.read_client(index)?;
                 moved |= self.clients[index].frames_read != before;
             }
+            moved |= self.settle_bus();
             self.settle_tickets();
             self.collect_batches();
             moved |= self.publishers.iter().any(|p| p.busy());
@@ -419,5 +473,15 @@ impl World {
             }
         }
         Err("the world did not come to rest in 10,000 rounds".into())
+    }
+}
+
+impl Drop for World {
+    /// Closes every connection the shards still hold (their sockets are
+    /// real descriptors: 10,000 seeds would otherwise run out of them).
+    fn drop(&mut self) {
+        for shard in &self.shards {
+            shard.begin_shutdown();
+        }
     }
 }

@@ -9,6 +9,10 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count())
+}
+
 fn run_seed(seed: u64, steps: u64) -> Result<Coverage, String> {
     let mut world = World::new(seed);
     match world.run(steps) {
@@ -30,6 +34,7 @@ fn every_ordering_promise_holds_for_every_seed() {
     }
     let seeds = env_u64("SIM_SEEDS", 10_000);
     let first = env_u64("SIM_FIRST_SEED", 1);
+    let descriptors_before = open_descriptors();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let started = std::time::Instant::now();
     let results: Vec<Result<Coverage, String>> = std::thread::scope(|scope| {
@@ -56,12 +61,22 @@ fn every_ordering_promise_holds_for_every_seed() {
     }
     eprintln!("simulation: {seeds} seeds x {steps} steps in {:.1} s: {coverage:?}", started.elapsed().as_secs_f64());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every seed gave its sockets back (a leak would starve later seeds).
+    assert!(
+        open_descriptors() <= descriptors_before + 16,
+        "{} descriptors open, {descriptors_before} before",
+        open_descriptors()
+    );
     // Not vacuous: across the seeds, every mechanism the promises cover ran.
     if seeds >= 1_000 {
         assert!(coverage.pushes_received > coverage.pushes / 4, "pushes mostly undelivered: {coverage:?}");
         assert!(coverage.recoveries_served > 0 && coverage.recoveries_refused > 0, "{coverage:?}");
         assert!(coverage.writes_blocked > 0 && coverage.slow_consumers > 0, "{coverage:?}");
         assert!(coverage.keys_replaced > 0 && coverage.positions_joins > 0, "{coverage:?}");
+        assert!(
+            coverage.clustered_runs > seeds / 4 && coverage.bus_messages > coverage.clustered_runs * 10,
+            "{coverage:?}"
+        );
     }
 }
 
@@ -69,10 +84,13 @@ fn every_ordering_promise_holds_for_every_seed() {
 fn a_seed_replays_the_same_run() {
     let digest = |seed| {
         let mut world = World::new(seed);
-        world.run(200).expect("seed 7 passes");
+        world.run(200).expect("the seed passes");
         (world.step, world.oracle.pushes.len(), world.clients.iter().map(|c| c.received.clone()).collect::<Vec<_>>())
     };
-    let first = digest(7);
-    assert!(first.1 > 10, "seed 7 sent only {} pushes", first.1);
-    assert_eq!(first, digest(7));
+    // Seed 7 runs on one node, seed 2 on a cluster over the simulated bus.
+    for seed in [7, 2] {
+        let first = digest(seed);
+        assert!(first.1 > 10, "seed {seed} sent only {} pushes", first.1);
+        assert_eq!(first, digest(seed), "seed {seed} ran differently the second time");
+    }
 }
