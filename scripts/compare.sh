@@ -12,7 +12,10 @@
 #
 # The generator is this tree's target/release/corecast-bench (built here).
 # Environment: KEEP_WORK=1 keeps the scratch directory; ONLY="LABEL ..." runs
-# only those scenarios; ROUNDS=N alternates N times (default 2).
+# only those scenarios; ROUNDS=N alternates N times (default 2); AA=1 adds
+# an A/A run: BEFORE_BIN once more in every round (before, after, again), so
+# the table shows the spread of the old binary against itself beside the
+# change. The table gives every run, the medians' ratio and the means' ratio.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -54,10 +57,11 @@ scenario() {
     local label=$1 shards=$2
     shift 2
     [[ -n ${ONLY:-} && " $ONLY " != *" $label "* ]] && return
-    local round version
+    local round version versions="before after"
+    [[ ${AA:-0} == 1 ]] && versions="before after again"
     for round in $(seq 1 "${ROUNDS:-2}"); do
-        for version in before after; do
-            if [[ $version == before ]]; then SERVER=$BEFORE; else SERVER=$AFTER; fi
+        for version in $versions; do
+            if [[ $version == after ]]; then SERVER=$AFTER; else SERVER=$BEFORE; fi
             run "$version" "$label" "$shards" "$@"
         done
     done
@@ -92,17 +96,25 @@ for line in open(sys.argv[1]):
     if row["label"] not in order:
         order.append(row["label"])
     runs[row["label"]][row["section"]].append(row)
-print("| scenario | figure | before (runs) | after (runs) | after/before (means) |")
-print("|---|---|---|---|---|")
+aa = any(runs[label]["again"] for label in order)
+median = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
+mean = lambda xs: sum(xs) / len(xs)
+fmt = lambda xs: ", ".join(f"{x:,.0f}" for x in xs) or "-"
+ratio = lambda f, a, b: f"{f(a) / f(b):.3f}" if a and b and f(b) else "-"
+head = "| scenario | figure | before (runs) | after (runs) | after/before (medians) | after/before (means) |"
+if aa:
+    head += " again (runs) | again/before (medians) |"
+print(head)
+print("|---" * (head.count("|") - 1) + "|")
 for label in order:
     for figure in FIGURES:
-        before = [r[figure] for r in runs[label]["before"] if isinstance(r.get(figure), (int, float))]
-        after = [r[figure] for r in runs[label]["after"] if isinstance(r.get(figure), (int, float))]
+        pick = lambda section: [r[figure] for r in runs[label][section] if isinstance(r.get(figure), (int, float))]
+        before, after, again = pick("before"), pick("after"), pick("again")
         if not before and not after:
             continue
-        fmt = lambda xs: ", ".join(f"{x:,.0f}" for x in xs) or "-"
-        mean = lambda xs: sum(xs) / len(xs)
-        ratio = f"{mean(after) / mean(before):.3f}" if before and after and mean(before) else "-"
-        print(f"| {label} | {figure} | {fmt(before)} | {fmt(after)} | {ratio} |")
+        row = f"| {label} | {figure} | {fmt(before)} | {fmt(after)} | {ratio(median, after, before)} | {ratio(mean, after, before)} |"
+        if aa:
+            row += f" {fmt(again)} | {ratio(median, again, before)} |"
+        print(row)
 EOF
 for n in "${NOTES[@]+"${NOTES[@]}"}"; do echo "note: $n"; done
