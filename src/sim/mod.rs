@@ -71,6 +71,7 @@ pub struct Coverage {
     /// Runs over the simulated bus, and the messages their shards read off it.
     pub clustered_runs: u64,
     pub bus_messages: u64,
+    pub history_pages: u64,
 }
 
 impl Coverage {
@@ -86,6 +87,7 @@ impl Coverage {
         self.slow_consumers += other.slow_consumers;
         self.clustered_runs += other.clustered_runs;
         self.bus_messages += other.bus_messages;
+        self.history_pages += other.history_pages;
     }
 }
 
@@ -224,6 +226,7 @@ impl World {
             positions_joins: self.clients.iter().filter(|c| c.positions && c.authed_at.is_some()).count() as u64,
             closed_by_server: self.clients.iter().filter(|c| c.closed).count() as u64,
             clustered_runs: self.nats.is_some() as u64,
+            history_pages: self.oracle.history_pages,
             ..Coverage::default()
         };
         for shard in &self.shards {
@@ -412,6 +415,7 @@ impl World {
                 publisher::Kind::Keys(keys)
             }
             7..=8 => publisher::Kind::Mids(vec![*self.pick(MIDS)]),
+            9 if self.below(3) == 0 => publisher::Kind::History(self.pick(ROOMS).to_string()),
             _ => publisher::Kind::All,
         };
         let publisher = &mut self.publishers[index];

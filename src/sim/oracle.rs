@@ -15,10 +15,14 @@
 //! - nothing lost: every push is answered, and every client still connected
 //!   at the end got each push it was a target of when the push was sent.
 //! - one holder per key: of the clients that share a key, at most one is
-//!   still connected at the end.
+//!   still connected at the end;
+//! - history: a page lists its room's pushes in offset order, each the
+//!   push clients saw at that offset, on whichever node it is read.
 
 use super::client::{Client, Membership};
 use super::publisher::Kind;
+use crate::order::sequencer::HistoryPage;
+use crate::proto::goim::frame;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -37,6 +41,8 @@ pub struct Oracle {
     offsets: HashMap<(String, String, u32), u64>,
     /// push id -> its offset, once known.
     offset_of: HashMap<u64, u32>,
+    /// History pages read and checked.
+    pub history_pages: u64,
     /// The first broken promise a publisher noticed.
     failure: Option<String>,
 }
@@ -150,6 +156,31 @@ impl Oracle {
         Ok(())
     }
 
+    /// A history page of `room`: its pushes in offset order, each the push
+    /// clients saw at that offset (one order per room, on every node).
+    pub fn history(&mut self, room: &str, page: &HistoryPage) {
+        self.history_pages += 1;
+        let mut last = 0;
+        for (offset, bytes) in &page.messages {
+            let id = frame::decode(bytes, 1 << 20).ok().flatten().and_then(|(f, _)| {
+                std::str::from_utf8(f.body).ok()?.strip_prefix('p')?.split(' ').next()?.parse().ok()
+            });
+            let Some(id) = id else { return self.fail(format!("history of {room} holds a frame no one pushed")) };
+            if !matches!(self.pushes.get(id as usize).map(|p| &p.kind), Some(Kind::Room(r)) if r == room) {
+                return self.fail(format!("history of {room} holds push {id}, not one of its room"));
+            }
+            if *offset <= last || *offset > page.offset {
+                return self.fail(format!("history of {room}: offset {offset} after {last}, page at {}", page.offset));
+            }
+            last = *offset;
+            let known = *self.offsets.entry((room.to_string(), page.epoch.to_string(), *offset)).or_insert(id);
+            if known != id {
+                return self.fail(format!("history of {room}: offset {offset} is push {id}, clients saw push {known}"));
+            }
+            self.offset_of.insert(id, *offset);
+        }
+    }
+
     /// At rest: every push answered, every target that stayed got it,
     /// members saw their room in one order, one holder per key.
     pub fn final_checks(
@@ -217,6 +248,7 @@ impl Oracle {
             Kind::Keys(keys) => keys.contains(&client.key),
             Kind::Mids(mids) => client.mid != 0 && mids.contains(&client.mid),
             Kind::All => true,
+            Kind::History(_) => false,
         }
     }
 }

@@ -22,6 +22,9 @@ pub enum Kind {
     Keys(Vec<String>),
     Mids(Vec<i64>),
     All,
+    /// Not a push: a history read (`GET /goim/room/history`), checked
+    /// against the offsets clients saw.
+    History(String),
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Keys(keys) => Request::Keys { keys: keys.clone(), op: super::OP },
             Kind::Mids(mids) => Request::Mids { mids: mids.clone(), op: super::OP },
             Kind::All => Request::All { op: super::OP, speed: 0 },
+            Kind::History(room) => Request::History { room: room.clone(), since: 0, limit: 100 },
         }
     }
 }
@@ -41,8 +45,8 @@ pub struct Publisher {
     /// The shard its API connection reached.
     shard: usize,
     planned: VecDeque<Kind>,
-    /// (push id, its ticket) in request order.
-    in_flight: VecDeque<(u64, Wait)>,
+    /// (push id, or the room of a history read; its ticket) in request order.
+    in_flight: VecDeque<(InFlight, Wait)>,
     class: Option<Class>,
 }
 
@@ -78,40 +82,67 @@ impl Publisher {
             }
             let Some(kind) = self.planned.pop_front() else { return };
             self.class = Some(class);
+            let (ack, wait) = Shard::open_ticket(shard);
+            if let Kind::History(room) = &kind {
+                shard.query_history(room, 0, 100, ack);
+                self.in_flight.push_back((InFlight::History(room.clone()), wait));
+                continue;
+            }
             let pipeline = self.pipelined.then_some(self.index);
             let id = oracle.sent(kind.clone(), step, pipeline);
             // `p<id>`, padded to 1-2,400 bytes so that a stalled reader fills
             // its socket and then its outbox within a few dozen pushes.
             let mut body = format!("p{id} ");
             body.extend(std::iter::repeat_n('.', (id * 7919 % 2400) as usize));
-            let (ack, wait) = Shard::open_ticket(shard);
             match &kind {
                 Kind::Room(room) => shard.push_room(room, super::OP, body.as_bytes(), ack),
                 Kind::Keys(keys) => shard.push_keys(keys.clone(), super::OP, body.as_bytes(), ack),
                 Kind::Mids(mids) => shard.push_mids(mids.clone(), super::OP, body.as_bytes(), ack),
                 Kind::All => shard.push_all(super::OP, body.as_bytes(), 0, ack),
+                Kind::History(_) => {}
             }
-            self.in_flight.push_back((id, wait));
+            self.in_flight.push_back((InFlight::Push(id), wait));
         }
     }
 
     /// Takes the answers that came (the real loop awaits them in order; an
     /// answer that came counts from the step it came in).
     pub fn settle(&mut self, oracle: &mut Oracle, step: u64) {
-        for (id, wait) in &self.in_flight {
-            if oracle.is_acked(*id) {
-                continue;
-            }
-            match wait.ready() {
-                Some(Answer::Done) => oracle.acked(*id, step),
-                Some(other) => oracle.fail(format!("push {id} answered {:?}", answer_name(&other))),
-                None => {}
+        for (what, wait) in &mut self.in_flight {
+            match what {
+                InFlight::Push(id) if !oracle.is_acked(*id) => match wait.ready() {
+                    Some(Answer::Done) => oracle.acked(*id, step),
+                    Some(other) => oracle.fail(format!("push {id} answered {:?}", answer_name(&other))),
+                    None => {}
+                },
+                InFlight::History(room) => match wait.ready() {
+                    Some(Answer::History(page)) => {
+                        oracle.history(room, &page);
+                        *what = InFlight::Answered;
+                    }
+                    Some(other) => oracle.fail(format!("history of {room} answered {:?}", answer_name(&other))),
+                    None => {}
+                },
+                _ => {}
             }
         }
-        while self.in_flight.front().is_some_and(|(id, _)| oracle.is_acked(*id)) {
+        let done = |what: &InFlight| match what {
+            InFlight::Push(id) => oracle.is_acked(*id),
+            InFlight::History(_) => false,
+            InFlight::Answered => true,
+        };
+        while self.in_flight.front().is_some_and(|(what, _)| done(what)) {
             self.in_flight.pop_front();
         }
     }
+}
+
+/// What a request in flight was.
+enum InFlight {
+    Push(u64),
+    History(String),
+    /// A history read whose page came (and was checked).
+    Answered,
 }
 
 fn answer_name(answer: &Answer) -> &'static str {

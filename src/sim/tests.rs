@@ -73,6 +73,7 @@ fn every_ordering_promise_holds_for_every_seed() {
         assert!(coverage.recoveries_served > 0 && coverage.recoveries_refused > 0, "{coverage:?}");
         assert!(coverage.writes_blocked > 0 && coverage.slow_consumers > 0, "{coverage:?}");
         assert!(coverage.keys_replaced > 0 && coverage.positions_joins > 0, "{coverage:?}");
+        assert!(coverage.history_pages > seeds / 2, "{coverage:?}");
         assert!(
             coverage.clustered_runs > seeds / 4 && coverage.bus_messages > coverage.clustered_runs * 10,
             "{coverage:?}"
