@@ -3,7 +3,8 @@
 //! decoded bus message re-encodes to the same payload.
 #![no_main]
 
-use corecast::route::{nats, wire};
+use corecast::proto::nats;
+use corecast::route::wire;
 use libfuzzer_sys::fuzz_target;
 
 const PAYLOAD_MAX: usize = 4096;
