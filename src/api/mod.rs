@@ -1,7 +1,10 @@
 //! The push / online / nodes HTTP API (goim's "logic" service).
 //!
-//! `parser` and `query` are sans-IO; `api` turns a parsed request into a
-//! reply and shard commands; `server` is the per-shard connection loop.
+//! The request is read by the sans-IO codecs in `proto::http`;
+//! `endpoints` turns it into a reply and shard commands (asking
+//! `route::placement` where they go); `access` says who may push; `nodes`
+//! and `demo` answer from this node; `server` is the per-shard connection
+//! loop (pipelining by class, backpressure).
 
 pub mod access;
 pub mod demo;

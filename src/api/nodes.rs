@@ -3,7 +3,7 @@
 //! live node as its last report described it.
 //!
 //! Owns: how a node is described to clients and operators, and goim's
-//! weighted order (via `cluster::nodes::weighted`). Must never: count this
+//! weighted order (via `route::nodes::weighted`). Must never: count this
 //! node from its own report (its counts are live).
 
 use crate::api::endpoints::Reply;

@@ -1,7 +1,7 @@
 //! One shard's end of the bus: what it has subscribed, what it has queued
 //! to write, and who waits for the server to have read it.
 //!
-//! Each shard holds its own connection to NATS (`link`). One socket per
+//! Each shard holds its own connection to NATS (`server::link`). One socket per
 //! shard means one ordered stream in and one out: the server appends every
 //! message for this shard to one outbound buffer in the order it processed
 //! them, whatever their subject, so a push published after another push's
@@ -136,7 +136,7 @@ pub struct Bus {
     pings: RefCell<VecDeque<(u64, Vec<Ack>)>>,
     pub nodes: RefCell<Nodes>,
     /// The last (epoch, offset) seen per room subscribed here: a new epoch
-    /// is announced, a gap or a duplicate is caught (`route::follow`).
+    /// is announced, a gap or a duplicate is caught (`shard::cluster`, `follow`).
     pub room_streams: RefCell<HashMap<Arc<str>, StreamPoint>>,
     /// Reports published by this shard (shard 0 only).
     pub report_seq: Cell<u64>,

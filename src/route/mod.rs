@@ -1,26 +1,30 @@
-//! The cluster: several corecast nodes behind one goim API, over NATS.
+//! Where a push goes: between the shards of one node (the mesh) and
+//! between nodes (the bus over NATS), and who owns what.
 //!
-//! Every shard of every node holds its own NATS connection (`link`, `bus`)
-//! and subscribes by interest: a room's subject while it has members of
-//! the room, a key's or mid's subject while it holds a connection with it,
-//! the broadcast subject, the reports, its inbox and its sequencer subject.
-//! A room push goes from the API shard to the room's sequencer (the live
-//! node rendezvous hashing picks, then the room's shard there), which
-//! numbers it, keeps it, publishes it once on the room's subject and only
-//! then replies; key, mid and broadcast pushes are published by the API
-//! shard itself, and answered once the server's PONG proves it processed
-//! them. One NATS server appends messages for each subscriber in the order
-//! it processed them, so the reply is the ordering point across nodes as
-//! the mesh acknowledgement is inside one node (docs/positions.md section 1).
+//! - `placement`: which node and shard own a room, key, mid or IP, and
+//!   which way a push leaves (mesh, bus, or bus down).
+//! - `directory`: this shard's part of key -> conn, mid -> conns, IP -> count.
+//! - `online`: online counts of every shard, as this shard knows them.
+//! - `mesh`: the commands between shards (`ShardMsg`), batched per peer.
+//! - `bus`: one shard's NATS subscriptions (by interest), outbound buffer
+//!   and the ticket shares waiting for a PONG.
+//! - `wire`: the payloads nodes exchange (`BusMsg`).
+//! - `subject`: subject names. `nodes`: live nodes, rendezvous hashing,
+//!   goim's weighted order.
 //!
-//! - `nats`: the core NATS protocol, sans IO.
-//! - `subject`: subject names.
-//! - `wire`: the payloads nodes exchange.
-//! - `nodes`: live nodes, rendezvous hashing, goim's weighted order.
-//! - `bus`: one shard's subscriptions, outbound buffer and PING waiters.
-//! - `link`: the connection task (connect, backoff, read, write).
-//! - `route`: what a shard publishes and how it applies what arrives.
-//! - `report`: liveness and counts reports, and membership changes.
+//! Across nodes every shard holds its own NATS connection
+//! (`server::link`) and subscribes by interest: a room's subject while it
+//! has members of the room, a key's or mid's subject while it holds a
+//! connection with it, the broadcast subject, the reports, its inbox and
+//! its sequencer subject. A room push goes from the API shard to the room's
+//! sequencer, which numbers it, keeps it, publishes it once on the room's
+//! subject and only then replies; key, mid and broadcast pushes are
+//! published by the API shard itself, and answered once the server's PONG
+//! proves it processed them. One NATS server appends messages for each
+//! subscriber in the order it processed them, so the reply is the ordering
+//! point across nodes as the mesh acknowledgement is inside one node
+//! (docs/positions.md section 1). The shard's side of all this is
+//! `shard::cluster` and `shard::report`.
 //!
 //! Must never: deliver a push that came from the bus anywhere but on the
 //! shard that received it (each shard subscribes for its own connections).

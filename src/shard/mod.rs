@@ -3,15 +3,18 @@
 //! online counts, all in plain `RefCell`s: nothing here is shared with
 //! another thread, so nothing here takes a lock or an atomic.
 //!
-//! Data flows one way: `poller` accepts and reads client sockets, `session`
-//! authenticates a connection and registers it here (`positions`: at one
-//! point of its room's order); pushes arrive from the HTTP API or the mesh
-//! (`dispatch`), room pushes are ordered by their room's `sequencer` shard,
-//! `fanout` hands them to members, direct pushes go to outboxes, `ack`
-//! tells the API when every shard has applied a push; `flusher` writes
-//! every outbox once per pass and reaps closed connections. A
-//! connection is state in a slab, not a task: an idle one costs a few
-//! hundred bytes. Must never: hold a `RefCell` borrow across an `.await`.
+//! Every `impl Shard` is in this folder. Data flows one way: `poller`
+//! accepts and reads client sockets, `session` authenticates a connection
+//! and registers it (`positions`: at one point of its room's order);
+//! pushes arrive from the HTTP API or the mesh (`dispatch`; over the bus:
+//! `cluster`), room pushes are numbered by their room's sequencer shard
+//! (`sequencing`), `fanout` hands them to members, direct pushes go to
+//! outboxes (`queue`), tickets (`order::tickets`) tell the API when every
+//! shard has applied a push; `flusher` and `writer` write every outbox once
+//! per pass and `reap` removes closed connections. A connection is state
+//! in a slab, not a task: an idle one costs a few hundred bytes. Must
+//! never: hold a `RefCell` borrow across an `.await` (clippy refuses it:
+//! `await_holding_refcell_ref`, denied in the crate root).
 
 pub mod auth_call;
 pub mod cluster;
@@ -86,7 +89,7 @@ pub struct Shard {
     pub stop: Signal,
     pub stopping: Cell<bool>,
     /// SIGTERM arrived: no new client connections; queued pushes flush for
-    /// up to `shutdown_grace_ms`, then `begin_shutdown` (`runtime::drain`).
+    /// up to `shutdown_grace_ms`, then `begin_shutdown` (`server::runtime::drain`).
     pub draining: Cell<bool>,
     pub stats: RefCell<Stats>,
     /// Every shard's counters as last reported (this shard's own entry is stale;
