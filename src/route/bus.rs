@@ -247,9 +247,13 @@ impl Bus {
     }
 
     /// Calls `each` with what `subject` means here (`None`: not subscribed).
-    pub fn with_interest<R>(&self, subject: &[u8], each: impl FnOnce(&Interest) -> R) -> Option<R> {
+    /// A message for a subscription that has since been dropped (and
+    /// perhaps taken again under a new sid) is not for the current one: it
+    /// was published before the server processed the UNSUB, and taking it
+    /// would make the pushes published while unsubscribed look lost.
+    pub fn with_interest<R>(&self, subject: &[u8], sid: u64, each: impl FnOnce(&Interest) -> R) -> Option<R> {
         let subject = std::str::from_utf8(subject).ok()?;
-        self.subs.borrow().get(subject).map(|sub| each(&sub.interest))
+        self.subs.borrow().get(subject).filter(|sub| sub.sid == sid).map(|sub| each(&sub.interest))
     }
 
     /// Queues `msg` on `subject`. Fails when the bus is down, the buffer

@@ -214,9 +214,9 @@ impl Shard {
         }
     }
 
-    pub fn on_bus_message(&self, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
+    pub fn on_bus_message(&self, subject: &[u8], sid: u64, reply: Option<&[u8]>, payload: &[u8]) {
         let Some(bus) = &self.bus else { return };
-        let Some(target) = bus.with_interest(subject, |interest| match interest {
+        let Some(target) = bus.with_interest(subject, sid, |interest| match interest {
             Interest::Room(room) => Target::Room(room.clone()),
             Interest::Key(holders) => Target::Key(holders.to_vec()),
             Interest::Mid(conns) => Target::Conns(conns.to_vec()),

@@ -72,6 +72,11 @@ pub struct Coverage {
     pub clustered_runs: u64,
     pub bus_messages: u64,
     pub history_pages: u64,
+    /// Room pushes the shards counted as lost on the bus, and positions
+    /// members they closed for it (`bus_gap`): the simulated bus loses
+    /// nothing, so both must stay 0.
+    pub bus_gaps_counted: u64,
+    pub bus_gap_closes: u64,
 }
 
 impl Coverage {
@@ -88,6 +93,8 @@ impl Coverage {
         self.clustered_runs += other.clustered_runs;
         self.bus_messages += other.bus_messages;
         self.history_pages += other.history_pages;
+        self.bus_gaps_counted += other.bus_gaps_counted;
+        self.bus_gap_closes += other.bus_gap_closes;
     }
 }
 
@@ -236,6 +243,8 @@ impl World {
             coverage.keys_replaced += stats.closed[crate::conn::close::CloseReason::Replaced.index()];
             coverage.slow_consumers += stats.closed[crate::conn::close::CloseReason::SlowConsumer.index()];
             coverage.bus_messages += stats.bus_messages_in;
+            coverage.bus_gaps_counted += stats.bus_room_pushes_missed;
+            coverage.bus_gap_closes += stats.closed[crate::conn::close::CloseReason::BusGap.index()];
         }
         coverage.writes_blocked = self.writes_blocked;
         coverage
