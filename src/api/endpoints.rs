@@ -438,7 +438,7 @@ fn text(status: u16, reason: &'static str, body: &str) -> Reply {
 /// after SIGTERM, and, in a cluster, while any shard of this node has no
 /// bus (its pushes would be answered -500). Off goim's paths.
 fn readiness(shard: &Shard) -> Reply {
-    use crate::lifecycle as runtime;
+    use crate::lifecycle;
     let bus_down = shard.bus.is_some() && {
         let mut connected = shard.stats.borrow().bus_connected;
         for (peer, stats) in shard.peer_stats.borrow().iter().enumerate() {
@@ -448,9 +448,9 @@ fn readiness(shard: &Shard) -> Reply {
         }
         connected < shard.shards as u64
     };
-    if runtime::shutting_down() || shard.stopping.get() {
+    if lifecycle::shutting_down() || shard.stopping.get() {
         text(503, "Service Unavailable", "draining\n")
-    } else if !runtime::all_shards_serving() {
+    } else if !lifecycle::all_shards_serving() {
         text(503, "Service Unavailable", "starting\n")
     } else if bus_down {
         text(503, "Service Unavailable", "cluster bus down\n")

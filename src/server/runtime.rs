@@ -19,8 +19,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::lifecycle::{all_shards_serving, shutting_down};
-
 /// How often a shard looks at the shutdown flag and the timer wheel.
 const TICK_MS: u64 = crate::conn::wheel::TICK_MS;
 /// How often a shard applies the history's age bound and forgets rooms

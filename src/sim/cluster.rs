@@ -10,10 +10,10 @@ impl World {
     /// Clustered: every shard connects to the simulated server, and the
     /// nodes exchange reports until each knows all the others (as the
     /// cluster tests wait for before they push).
-    pub(super) fn join_the_bus(&mut self) {
+    pub(super) fn join_the_bus(&mut self) -> Result<(), String> {
         self.set_clocks();
         if self.nats.is_none() {
-            return;
+            return Ok(());
         }
         for (index, shard) in self.shards.iter().enumerate() {
             let Some(bus) = &shard.bus else { continue };
@@ -27,36 +27,35 @@ impl World {
         }
         let nodes = self.first_of_node.len();
         for _ in 0..20 {
-            self.settle_bus();
+            self.settle_bus()?;
             let known = self
                 .shards
                 .iter()
                 .all(|s| s.bus.as_ref().is_some_and(|b| b.nodes.borrow().others().count() + 1 == nodes));
             if known {
-                return;
+                return Ok(());
             }
             for first in self.first_of_node.clone() {
                 self.shards[first].publish_report();
             }
         }
+        Err(format!("the {nodes} nodes did not learn of each other from 20 rounds of reports"))
     }
 
     /// Runs the simulated server and the shards' bus reads to a standstill.
-    pub(super) fn settle_bus(&mut self) -> bool {
+    pub(super) fn settle_bus(&mut self) -> Result<bool, String> {
         let mut moved = false;
         loop {
             self.collect_bus();
-            let Some(nats) = &mut self.nats else { return moved };
+            let Some(nats) = &mut self.nats else { return Ok(moved) };
             let (input, output) = nats.busy();
             if input.is_empty() && output.is_empty() {
-                return moved;
+                return Ok(moved);
             }
             moved = true;
             for conn in input {
                 while nats.busy().0.contains(&conn) {
-                    if nats.process_one(conn).is_err() {
-                        break;
-                    }
+                    nats.process_one(conn)?;
                 }
             }
             for conn in output {

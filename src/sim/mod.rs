@@ -167,7 +167,7 @@ impl World {
             })
             .collect();
         let nats = clustered.then(|| NatsSim::new(total));
-        let mut world = World {
+        World {
             seed,
             rng,
             step: 0,
@@ -181,9 +181,7 @@ impl World {
             oracle: Oracle::default(),
             left_at: Vec::new(),
             writes_blocked: 0,
-        };
-        world.join_the_bus();
-        world
+        }
     }
 
     /// Every shard's clock reads the step number as milliseconds: time is
@@ -213,6 +211,7 @@ impl World {
     }
 
     fn run_steps(&mut self, steps: u64) -> Result<(), String> {
+        self.join_the_bus()?;
         for _ in 0..steps {
             self.step += 1;
             self.set_clocks();
@@ -476,7 +475,7 @@ impl World {
                 self.read_client(index)?;
                 moved |= self.clients[index].frames_read != before;
             }
-            moved |= self.settle_bus();
+            moved |= self.settle_bus()?;
             self.settle_tickets();
             self.collect_batches();
             moved |= self.publishers.iter().any(|p| p.busy());

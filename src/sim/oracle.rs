@@ -9,7 +9,8 @@
 //! - one order per room: with positions, a room's pushes carry offsets
 //!   N+1, N+2, ... after the op-20 frame's N, and one offset of one epoch is
 //!   one push everywhere; without, every member sees the room's pushes in
-//!   offset order; a room push reaches only members of its room;
+//!   offset order; a room push reaches only members of its room, a key
+//!   or mid push only connections with that key or mid;
 //! - recovery: "recovered": true replays exactly what followed the offset
 //!   asked for (missed = M - N), then the live pushes, with no gap;
 //! - nothing lost: every push is answered, and every client still connected
@@ -127,6 +128,17 @@ impl Oracle {
         }
         client.latest_sent_seen = client.latest_sent_seen.max(push.sent_step);
         client.received.push(id);
+        let target = match &push.kind {
+            Kind::Keys(keys) => keys.contains(&client.key),
+            Kind::Mids(mids) => client.mid != 0 && mids.contains(&client.mid),
+            Kind::Room(_) | Kind::All | Kind::History(_) => true,
+        };
+        if !target {
+            return Err(format!(
+                "push {id} ({:?}) reached a client with key {} and mid {}",
+                push.kind, client.key, client.mid
+            ));
+        }
         let Kind::Room(push_room) = &push.kind else {
             return (seq == 0)
                 .then_some(())
