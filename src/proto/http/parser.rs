@@ -211,7 +211,8 @@ impl Chunked {
             let pos = self.consumed;
             let rest = input.get(pos..).ok_or(HttpError::Malformed)?;
             let Some(line_len) = rest.windows(2).position(|w| w == b"\r\n") else {
-                let too_long = rest.len() > CHUNK_LINE_BYTES_MAX || input.len() - start > TRAILERS_BYTES_MAX;
+                // 1,025 bytes without the LF may still be a line at the bound.
+                let too_long = rest.len() > CHUNK_LINE_BYTES_MAX + 1 || input.len() - start > TRAILERS_BYTES_MAX;
                 return if too_long { Err(HttpError::Malformed) } else { Ok(None) };
             };
             if line_len > CHUNK_LINE_BYTES_MAX || pos + line_len + 2 - start > TRAILERS_BYTES_MAX {
@@ -255,9 +256,11 @@ const CHUNK_LINE_BYTES_MAX: usize = 1024;
 /// (corecast ignores trailers: a client has no reason to send many).
 const TRAILERS_BYTES_MAX: usize = 8 * 1024;
 
-/// An incomplete chunk-size line: wait for more, unless it is already too long.
+/// An incomplete chunk-size line: wait for more, unless it can no longer
+/// end within the bound (a line of `CHUNK_LINE_BYTES_MAX` is taken with its
+/// CRLF, so 1,025 bytes without the LF may still be one).
 fn pending(pending_line: usize) -> Result<Option<usize>, HttpError> {
-    if pending_line > CHUNK_LINE_BYTES_MAX {
+    if pending_line > CHUNK_LINE_BYTES_MAX + 1 {
         return Err(HttpError::Malformed);
     }
     Ok(None)
@@ -292,6 +295,39 @@ mod tests {
             assert_eq!(once, Err(HttpError::Malformed), "{}", String::from_utf8_lossy(&body[..40]));
             assert_eq!(outcome, once, "whole and in pieces agree");
         }
+    }
+
+    /// Found by the same fuzz target (5 s smoke): a trailer line of exactly
+    /// the bound (1,024 bytes and its CRLF) was taken whole but refused in
+    /// pieces once 1,025 bytes of it had arrived without the LF; a
+    /// chunk-size line likewise.
+    #[test]
+    fn a_chunk_or_trailer_line_at_the_bound_is_taken_whole_and_in_pieces() {
+        for line_bytes in [CHUNK_LINE_BYTES_MAX - 1, CHUNK_LINE_BYTES_MAX, CHUNK_LINE_BYTES_MAX + 1] {
+            let filler = "a".repeat(line_bytes - 4);
+            let chunk = format!("3;x={filler}\r\nabc\r\n0\r\n\r\n").into_bytes();
+            let trailer = format!("3\r\nabc\r\n0\r\nX: {filler}a\r\n\r\n").into_bytes();
+            for body in [chunk, trailer] {
+                agree_at_the_bound(&body, line_bytes);
+            }
+        }
+    }
+
+    fn agree_at_the_bound(body: &[u8], line_bytes: usize) {
+        let mut whole = Vec::new();
+        let once = decode_chunked(body, 1 << 20, &mut whole);
+        let mut resumed = Chunked::default();
+        let mut outcome = Ok(None);
+        for end in 0..=body.len() {
+            outcome = resumed.decode(&body[..end], 1 << 20);
+            if outcome != Ok(None) {
+                break;
+            }
+        }
+        let expected =
+            if line_bytes <= CHUNK_LINE_BYTES_MAX { Ok(Some(body.len())) } else { Err(HttpError::Malformed) };
+        assert_eq!(once, expected, "a line of {line_bytes} bytes, whole");
+        assert_eq!(outcome, once, "a line of {line_bytes} bytes: whole and in pieces agree");
     }
 
     #[test]
