@@ -37,7 +37,7 @@
 //!
 //! Each shard owns its connections, their rooms and outboxes, its part of
 //! the key/mid/IP directory (by hash) and its copy of the online counts.
-//! Only `ShardMsg` values cross cores, through `route::mesh`; frames inside
+//! Only `Command` values cross cores, through `route::mesh`; frames inside
 //! them are `Bytes` encoded once. The one process-wide mutable values are
 //! the shutdown and serving flags (`lifecycle`).
 //!

@@ -161,8 +161,21 @@ impl Sequencer {
         room: &Arc<str>,
         frame: &Bytes,
         now_ms: u64,
-        mut new_epoch: impl FnMut() -> Arc<str>,
+        new_epoch: impl FnMut() -> Arc<str>,
     ) -> (u32, Option<Arc<str>>) {
+        let (offset, epoch, started) = self.number(room, frame, now_ms, new_epoch);
+        (offset, started.then_some(epoch))
+    }
+
+    /// As `sequence`: the push's offset, its epoch, and whether it started
+    /// that epoch.
+    pub fn number(
+        &mut self,
+        room: &Arc<str>,
+        frame: &Bytes,
+        now_ms: u64,
+        mut new_epoch: impl FnMut() -> Arc<str>,
+    ) -> (u32, Arc<str>, bool) {
         let per_room = self.bounds.pushes_per_room_max;
         let mut started = None;
         if self.streams.get(room).is_some_and(|stream| stream.offset == u32::MAX) {
@@ -175,8 +188,10 @@ impl Sequencer {
         let stream = stream_of(&mut self.streams, room, &mut new_epoch);
         stream.offset += 1;
         let offset = stream.offset;
+        let epoch = stream.epoch.clone();
+        let started = started.is_some();
         if per_room == 0 {
-            return (offset, started);
+            return (offset, epoch, started);
         }
         let mut freed = 0;
         let mut dropped = 0;
@@ -196,7 +211,7 @@ impl Sequencer {
             self.compact();
         }
         self.evict(now_ms);
-        (offset, started)
+        (offset, epoch, started)
     }
 
     /// Starts `room` over in `epoch` at offset 0, its history dropped.

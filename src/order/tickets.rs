@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// The weight of a fresh ticket. Each split divides it; a push splits at
@@ -32,9 +33,15 @@ use std::task::{Context, Poll, Waker};
 /// most 256 shards, so a share never falls below 2^46.
 pub const FULL_WEIGHT: u64 = 1 << 62;
 
+/// The id no ticket has (ids start at 1): an `Ack` for nothing.
+const NO_TICKET: u64 = 0;
+
 /// A share of a ticket, carried by a push message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
+    /// The node holding the ticket: `None` for this one (the share comes
+    /// back over the mesh), else its name (over the bus).
+    pub node: Option<Arc<str>>,
     /// The shard holding the ticket.
     pub shard: u16,
     pub id: u64,
@@ -45,13 +52,28 @@ pub struct Ack {
 }
 
 impl Ack {
+    /// No ticket to return to: a push that reached this shard over the bus,
+    /// whose sender learns it was delivered another way (the server's PONG,
+    /// or the sequencer's reply). Confirming it does nothing.
+    pub fn none(started_us: u64) -> Ack {
+        Ack { node: None, shard: 0, id: NO_TICKET, weight: 0, started_us }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.id == NO_TICKET
+    }
+
     /// Splits this share into `parts` shares whose weights add up to it.
     pub fn split(self, parts: usize) -> impl Iterator<Item = Ack> {
         assert!(parts >= 1, "an ack split into no parts would be lost");
-        assert!(self.weight >= parts as u64, "ack weight {} too small for {parts} parts", self.weight);
-        let share = self.weight / parts as u64;
+        assert!(
+            self.is_none() || self.weight >= parts as u64,
+            "ack weight {} too small for {parts} parts",
+            self.weight
+        );
+        let share = self.weight / parts as u64; // 0 for no ticket: every part is none
         let first = self.weight - share * (parts as u64 - 1);
-        (0..parts).map(move |i| Ack { weight: if i == 0 { first } else { share }, ..self })
+        (0..parts).map(move |i| Ack { weight: if i == 0 { first } else { share }, ..self.clone() })
     }
 }
 
@@ -222,7 +244,13 @@ impl Tickets {
         if ticket.failed.is_some() {
             return;
         }
-        assert!(weight <= ticket.weight_left, "ticket {id} credited more than it lent");
+        // More than it lent can only come from another node (the mesh
+        // returns exactly what it was given): a confused or hostile peer,
+        // whose confirmation is dropped.
+        if weight > ticket.weight_left {
+            crate::log_warn!("ticket {id}: a confirmation for more than it lent was dropped");
+            return;
+        }
         ticket.weight_left -= weight;
         if page.is_some() {
             ticket.page = page;
@@ -323,7 +351,7 @@ mod tests {
 
     #[test]
     fn split_shares_add_up_whatever_the_path() {
-        let root = Ack { shard: 0, id: 1, weight: FULL_WEIGHT, started_us: 0 };
+        let root = Ack { node: None, shard: 0, id: 1, weight: FULL_WEIGHT, started_us: 0 };
         let mut returned = 0u64;
         for first in root.split(3) {
             for second in first.split(7) {
@@ -337,7 +365,7 @@ mod tests {
     fn a_ticket_completes_only_when_all_weight_is_back() {
         let mut tickets = Tickets::default();
         let id = tickets.open();
-        let parts: Vec<Ack> = Ack { shard: 0, id, weight: FULL_WEIGHT, started_us: 0 }.split(2).collect();
+        let parts: Vec<Ack> = Ack { node: None, shard: 0, id, weight: FULL_WEIGHT, started_us: 0 }.split(2).collect();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         tickets.credit(id, parts[1].weight, None);
@@ -354,7 +382,7 @@ mod tests {
         let mut tickets = Tickets::default();
         let conn = ConnRef { shard: 0, slot: 3, generation: 1 };
         let id = tickets.open_release(conn);
-        let shares: Vec<Ack> = Ack { shard: 0, id, weight: FULL_WEIGHT, started_us: 0 }.split(3).collect();
+        let shares: Vec<Ack> = Ack { node: None, shard: 0, id, weight: FULL_WEIGHT, started_us: 0 }.split(3).collect();
         tickets.credit(id, shares[0].weight, None);
         tickets.credit(id, shares[1].weight, None);
         assert!(tickets.take_released().is_empty(), "one share is still out");
@@ -390,7 +418,8 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let failed = tickets.open();
-        let half: Vec<Ack> = Ack { shard: 0, id: failed, weight: FULL_WEIGHT, started_us: 0 }.split(2).collect();
+        let half: Vec<Ack> =
+            Ack { node: None, shard: 0, id: failed, weight: FULL_WEIGHT, started_us: 0 }.split(2).collect();
         tickets.credit(failed, half[0].weight, None);
         tickets.fail(failed, "bus down");
         tickets.credit(failed, half[1].weight, None);

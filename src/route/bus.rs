@@ -18,9 +18,10 @@
 use crate::conn::conns::ConnRef;
 use crate::order::tickets::Ack;
 use crate::proto::nats;
+use crate::route::command::Command;
 use crate::route::nodes::Nodes;
 use crate::route::subject::Subjects;
-use crate::route::wire::{self, BusMsg};
+use crate::route::wire;
 use crate::signal::Signal;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -36,10 +37,8 @@ pub enum Interest {
     Mid(OneOrMore<ConnRef>),
     All,
     Reports,
-    /// This shard's inbox (replies from sequencers).
-    Inbox,
-    /// Requests to this shard as a sequencer.
-    Sequencer,
+    /// Commands to this shard (`shard.<node>.<shard>`).
+    Shard,
 }
 
 /// Holders of a key or mid: almost always one, kept inline (a connection's
@@ -112,10 +111,8 @@ impl BusError {
 }
 
 pub struct Bus {
-    pub node_id: String,
+    pub node_id: Arc<str>,
     pub subjects: Subjects,
-    /// This shard's inbox subject (reply-to of its requests).
-    pub inbox: String,
     pub urls: Vec<String>,
     pub report_ms: u64,
     out_bytes_max: usize,
@@ -136,7 +133,7 @@ pub struct Bus {
     pings: RefCell<VecDeque<(u64, Vec<Ack>)>>,
     pub nodes: RefCell<Nodes>,
     /// The last (epoch, offset) seen per room subscribed here: a new epoch
-    /// is announced, a gap or a duplicate is caught (`shard::cluster`, `follow`).
+    /// is announced, a gap or a duplicate is caught (`shard::bus_side`, `follow`).
     pub room_streams: RefCell<HashMap<Arc<str>, StreamPoint>>,
     /// Reports published by this shard (shard 0 only).
     pub report_seq: Cell<u64>,
@@ -151,8 +148,7 @@ impl Bus {
     pub fn new(config: &crate::config::ClusterSection, node_id: &str, shard: usize) -> Bus {
         let subjects = Subjects::new(&config.subject_prefix);
         let bus = Bus {
-            node_id: node_id.to_string(),
-            inbox: subjects.inbox(node_id, shard),
+            node_id: Arc::from(node_id),
             urls: config.nats_urls.clone(),
             report_ms: config.report_ms,
             out_bytes_max: config.bus_outbound_bytes_max,
@@ -174,8 +170,7 @@ impl Bus {
         let fixed = [
             (bus.subjects.all(), Interest::All),
             (bus.subjects.report(), Interest::Reports),
-            (bus.inbox.clone(), Interest::Inbox),
-            (bus.subjects.sequencer(node_id, shard), Interest::Sequencer),
+            (bus.subjects.shard(node_id, shard), Interest::Shard),
         ];
         for (subject, interest) in fixed {
             bus.want(&subject, interest);
@@ -256,15 +251,20 @@ impl Bus {
         self.subs.borrow().get(subject).filter(|sub| sub.sid == sid).map(|sub| each(&sub.interest))
     }
 
-    /// Queues `msg` on `subject`. Fails when the bus is down, the buffer
-    /// is at its bound, or the payload is past the server's max_payload.
-    pub fn publish(&self, subject: &str, reply: Option<&str>, msg: &BusMsg<'_>) -> Result<(), BusError> {
+    /// Queues the encoding of `command` on `subject`. Fails when the bus is
+    /// down, the buffer is at its bound, or the payload is past the
+    /// server's max_payload (a command with no bus encoding is a bug of the
+    /// caller's, refused as too large for the bus).
+    pub fn publish(&self, subject: &str, command: &Command) -> Result<(), BusError> {
         if !self.connected.get() {
             return Err(BusError::Down);
         }
         let mut payload = self.scratch.borrow_mut();
         payload.clear();
-        wire::encode(msg, &mut payload);
+        if !wire::encode(command, &self.node_id, &mut payload) {
+            debug_assert!(false, "{command:?} does not travel on the bus");
+            return Err(BusError::TooLarge);
+        }
         if payload.len() > self.payload_max.get() {
             return Err(BusError::TooLarge);
         }
@@ -272,7 +272,7 @@ impl Bus {
         if out.len() + payload.len() + subject.len() + 64 > self.out_bytes_max {
             return Err(BusError::Full);
         }
-        nats::publish(&mut out, subject, reply, &payload);
+        nats::publish(&mut out, subject, None, &payload);
         self.messages_out.set(self.messages_out.get() + 1);
         if payload.capacity() > 1 << 20 {
             *payload = Vec::new();

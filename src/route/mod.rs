@@ -1,14 +1,17 @@
 //! Where a push goes: between the shards of one node (the mesh) and
 //! between nodes (the bus over NATS), and who owns what.
 //!
+//! - `command`: the one vocabulary shards and nodes send each other
+//!   (`Command`), and where a command goes (`Dest`).
 //! - `placement`: which node and shard own a room, key, mid or IP, and
-//!   which way a push leaves (mesh, bus, or bus down).
+//!   the `Dest`s each kind of push goes to.
 //! - `directory`: this shard's part of key -> conn, mid -> conns, IP -> count.
 //! - `online`: online counts of every shard, as this shard knows them.
-//! - `mesh`: the commands between shards (`ShardMsg`), batched per peer.
+//! - `mesh`: the in-memory transport of commands between shards, batched
+//!   per peer.
 //! - `bus`: one shard's NATS subscriptions (by interest), outbound buffer
 //!   and the ticket shares waiting for a PONG.
-//! - `wire`: the payloads nodes exchange (`BusMsg`).
+//! - `wire`: the bus transport's encoding of commands.
 //! - `subject`: subject names. `nodes`: live nodes, rendezvous hashing,
 //!   goim's weighted order.
 //!
@@ -24,12 +27,14 @@
 //! subscriber in the order it processed them, so the reply is the ordering
 //! point across nodes as the mesh acknowledgement is inside one node
 //! (docs/positions.md section 1). The shard's side of all this is
-//! `shard::cluster` and `shard::report`.
+//! `shard::send` (leaving), `shard::bus_side` (arriving) and
+//! `shard::report`.
 //!
 //! Must never: deliver a push that came from the bus anywhere but on the
 //! shard that received it (each shard subscribes for its own connections).
 
 pub mod bus;
+pub mod command;
 pub mod directory;
 pub mod mesh;
 pub mod nodes;

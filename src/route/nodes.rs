@@ -56,7 +56,7 @@ impl Nodes {
     }
 
     /// Applies one part of a node's report heard at `now_ms`.
-    pub fn apply(&mut self, report: &Report<'_>, now_ms: u64, unix_ns: u128) -> Change {
+    pub fn apply(&mut self, report: &Report, now_ms: u64, unix_ns: u128) -> Change {
         if report.node == self.me || report.parts == 0 || report.part >= report.parts {
             return Change::None;
         }
@@ -82,7 +82,7 @@ impl Nodes {
             _ => (report.seq, 0, HashMap::new()),
         };
         let (seq, seen, mut rooms) = partial;
-        rooms.extend(report.rooms.iter().map(|(room, count)| (Box::from(*room), *count)));
+        rooms.extend(report.rooms.iter().map(|(room, count)| (Box::from(room.as_str()), *count)));
         if seen + 1 >= report.parts {
             node.rooms = rooms;
         } else {
@@ -199,7 +199,9 @@ pub fn weighted<'a>(nodes: &[(&'a str, u32, u64)], limit: usize) -> Vec<&'a str>
 mod tests {
     use super::*;
 
-    fn report<'a>(node: &'a str, seq: u64, part: u32, parts: u32, rooms: Vec<(&'a str, u32)>) -> Report<'a> {
+    fn report(node: &str, seq: u64, part: u32, parts: u32, rooms: Vec<(&str, u32)>) -> Report {
+        let rooms = rooms.into_iter().map(|(room, count)| (room.to_string(), count)).collect();
+        let node = node.to_string();
         Report { node, seq, part, parts, shards: 2, conn_count: 10, ip_count: 1, rooms, ..Report::default() }
     }
 

@@ -1,18 +1,21 @@
 //! Placement: which node and shard own a room, key, mid or IP, for a
-//! single node and a cluster alike, and which way a push leaves.
+//! single node and a cluster alike, and where each command goes (`Dest`).
 //!
 //! Owns: the one hash that places names on shards (`owner_of`), and
 //! `Placement`, the one answer every sender asks: a room's sequencer (on a
 //! single node the room's shard; in a cluster the live node rendezvous
-//! hashing picks, `route::nodes`, then the room's shard there), a key's,
-//! mid's or IP's directory shard, and the route (`Route`: the mesh, the
-//! bus, or a cluster whose bus is down).
+//! hashing picks, `route::nodes`, then the room's shard there), the shards
+//! a room's pushes, a key's, a mid's or a broadcast reach, a key's, mid's
+//! or IP's directory shard, and whether the bus is up (`Route`). Callers
+//! send what it answers and never look at the topology themselves.
 //!
 //! Must never: change what it reads: it answers from the shard count and,
 //! clustered, the bus's view of the live nodes.
 
-use crate::route::bus::Bus;
+use crate::route::bus::{Bus, BusError};
+use crate::route::command::Dest;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// How a push leaves this shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,15 @@ pub struct SequencerAt {
     pub node: Option<String>,
     /// The shard on that node.
     pub shard: usize,
+}
+
+/// Where the parts of one push go: each destination with its share of the
+/// targets. `unreachable` is set when some targets may live on nodes the
+/// bus cannot reach now (clustered, bus down): the sends reach this node
+/// only, and the push is answered with that error.
+pub struct Plan<T> {
+    pub sends: Vec<(Dest, T)>,
+    pub unreachable: Option<BusError>,
 }
 
 /// The placement of names as seen from one shard.
@@ -71,8 +83,88 @@ impl<'a> Placement<'a> {
         let Some(bus) = self.bus else { return SequencerAt { node: None, shard: self.shard_of(room) } };
         let nodes = bus.nodes.borrow();
         let (node, shards) = nodes.sequencer_of(room, self.shards);
-        let node = (node != bus.node_id).then(|| node.to_string());
+        let node = (node != &*bus.node_id).then(|| node.to_string());
         SequencerAt { node, shard: owner_of(room, shards) }
+    }
+
+    /// Where a room's pushes and history queries go: its sequencer, or an
+    /// error when the cluster's bus is down (nothing can number them then:
+    /// a sequencer of this node would number pushes the others never see).
+    pub fn room_requests(&self, room: &str) -> Result<Dest, BusError> {
+        if self.route() == Route::Down {
+            return Err(BusError::Down);
+        }
+        let SequencerAt { node, shard } = self.sequencer(room);
+        Ok(Dest::Shard { node: node.map(Arc::from), shard })
+    }
+
+    /// Where a join with positions (and its detach) goes. Clustered it goes
+    /// over the bus even to a sequencer of this node, so that its answer
+    /// comes back on the bus behind the room's pushes (`route::bus`: one
+    /// ordered stream per shard).
+    pub fn joins(&self, room: &str) -> Dest {
+        let SequencerAt { node, shard } = self.sequencer(room);
+        match self.bus {
+            None => Dest::local(shard),
+            Some(bus) => Dest::Shard { node: Some(node.map_or_else(|| bus.node_id.clone(), Arc::from)), shard },
+        }
+    }
+
+    /// Where a room's numbered pushes go from its sequencer: every shard of
+    /// this node, or clustered, the room's subject.
+    pub fn members(&self, room: &str) -> Vec<Dest> {
+        match self.bus {
+            None => (0..self.shards).map(Dest::local).collect(),
+            Some(bus) => vec![Dest::Subject(bus.subjects.room(room))],
+        }
+    }
+
+    /// Where pushes to these keys go: the directory shards of the keys, or
+    /// clustered, each key's subject.
+    pub fn keys(&self, keys: Vec<String>) -> Plan<Vec<String>> {
+        self.targets(keys, |subjects, key| subjects.key(key))
+    }
+
+    /// Where pushes to these mids go, as `keys`.
+    pub fn mids(&self, mids: Vec<i64>) -> Plan<Vec<i64>> {
+        self.targets(mids, |subjects, mid| subjects.mid(*mid))
+    }
+
+    /// Where a broadcast goes: every shard of this node, or clustered, the
+    /// broadcast subject.
+    pub fn everyone(&self) -> Plan<()> {
+        match self.route() {
+            Route::Bus => Plan {
+                sends: self.bus.map(|bus| (Dest::Subject(bus.subjects.all()), ())).into_iter().collect(),
+                unreachable: None,
+            },
+            route => Plan {
+                sends: (0..self.shards).map(|shard| (Dest::local(shard), ())).collect(),
+                unreachable: (route == Route::Down).then_some(BusError::Down),
+            },
+        }
+    }
+
+    fn targets<T: Hash>(
+        &self,
+        targets: Vec<T>,
+        subject: impl Fn(&crate::route::subject::Subjects, &T) -> String,
+    ) -> Plan<Vec<T>> {
+        if let (Route::Bus, Some(bus)) = (self.route(), self.bus) {
+            let sends = targets.into_iter().map(|t| (Dest::Subject(subject(&bus.subjects, &t)), vec![t])).collect();
+            return Plan { sends, unreachable: None };
+        }
+        let mut by_owner: Vec<Vec<T>> = (0..self.shards).map(|_| Vec::new()).collect();
+        for target in targets {
+            by_owner[self.shard_of(&target)].push(target);
+        }
+        let sends = by_owner
+            .into_iter()
+            .enumerate()
+            .filter(|(_, group)| !group.is_empty())
+            .map(|(shard, group)| (Dest::local(shard), group))
+            .collect();
+        Plan { sends, unreachable: (self.route() == Route::Down).then_some(BusError::Down) }
     }
 
     /// The pipelining class of a room push: rooms of one sequencer share

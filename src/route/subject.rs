@@ -6,8 +6,8 @@
 //! - `key.<key>`, `mid.<mid>`: pushes to a key or mid, and key claims; the
 //!   shard holding the connection subscribes.
 //! - `all`: broadcasts; every shard subscribes.
-//! - `seq.<node>.<shard>`: requests to a room's sequencer shard.
-//! - `in.<node>.<shard>`: replies to a shard (acks, positions, pages).
+//! - `shard.<node>.<shard>`: commands to one shard of one node: requests
+//!   to a room's sequencer, and answers to a ticket's or a joiner's home.
 //! - `report`: every node's counts and address, every `report_ms`.
 //!
 //! Owns: the mapping from names to subject tokens. Must never: put a byte
@@ -75,12 +75,8 @@ impl Subjects {
         format!("{}.all", self.prefix)
     }
 
-    pub fn sequencer(&self, node: &str, shard: usize) -> String {
-        format!("{}.seq.{}.{shard}", self.prefix, token(node))
-    }
-
-    pub fn inbox(&self, node: &str, shard: usize) -> String {
-        format!("{}.in.{}.{shard}", self.prefix, token(node))
+    pub fn shard(&self, node: &str, shard: usize) -> String {
+        format!("{}.shard.{}.{shard}", self.prefix, token(node))
     }
 
     pub fn report(&self) -> String {
@@ -109,7 +105,7 @@ mod tests {
         assert_eq!(token(&long).len(), 41);
         assert_ne!(token(&long), token(&"x".repeat(501)));
         let subjects = Subjects::new("cc");
-        assert_eq!(subjects.sequencer("host.example:3101", 1), "cc.seq.host_2eexample_3a3101.1");
+        assert_eq!(subjects.shard("host.example:3101", 1), "cc.shard.host_2eexample_3a3101.1");
         assert!(valid_prefix("corecast") && valid_prefix("a.b-c") && !valid_prefix("a..b") && !valid_prefix("a*"));
     }
 }

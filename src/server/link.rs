@@ -164,9 +164,9 @@ async fn read_loop(shard: Rc<Shard>, mut reader: futures_lite::io::ReadHalf<TcpS
 pub(crate) fn handle(shard: &Rc<Shard>, op: ServerOp<'_>) {
     let Some(bus) = shard.bus.as_ref() else { return };
     match op {
-        ServerOp::Msg { subject, sid, reply, payload } => {
+        ServerOp::Msg { subject, sid, payload, .. } => {
             shard.stats.borrow_mut().bus_messages_in += 1;
-            shard.on_bus_message(subject, sid, reply, payload);
+            shard.on_bus_message(subject, sid, payload);
         }
         ServerOp::Ping => bus.queue_raw(nats::PONG),
         ServerOp::Pong => {

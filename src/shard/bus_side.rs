@@ -1,25 +1,33 @@
-//! The shard's side of the cluster: what it publishes for the API and its
-//! connections, and how it applies what the bus brings.
+//! The shard's end of the bus, where it differs from the mesh: the bus is
+//! a set of subscriptions, and it may lose or repeat what a lost connection
+//! had in flight, so what it brings is checked before it is applied.
 //!
-//! Owns: the cluster path of every push kind, of joins with positions and
-//! of history queries; the sequencer's bus replies; key claims (a newer
-//! connection with a key closes older ones on any node); reports and the
-//! node table's consequences (rooms whose sequencer moved are dropped, so
-//! they start a new epoch where they went). Must never: answer an API
-//! request before its push is in the server's order (sequencer reply or
-//! PONG), or drop a push without failing its ticket.
+//! Owns: this shard's subscriptions (a connection's key and mid, a room's
+//! while it has members here or a join is on its way), key claims (a newer
+//! connection with a key closes older ones on any node: the bus's side of
+//! the directory), following each room's stream (a duplicate is dropped, a
+//! gap closes the members with positions, a new epoch is announced), and
+//! failing every ticket that waited on a bus connection that was lost.
+//! Must never: apply a command itself (`Shard::apply` does, for both
+//! transports), or apply a numbered push out of its room's order.
 
 use crate::conn::close::CloseReason;
 use crate::conn::conns::ConnRef;
-use crate::order::sequencer::{Joined, Recovery, Refusal};
 use crate::order::tickets::Ack;
 use crate::route::bus::{BusError, Interest, OneOrMore};
-use crate::route::mesh::{Attached, ShardMsg};
-use crate::route::placement::SequencerAt;
-use crate::route::wire::{AttachToken, BusMsg, Holder};
+use crate::route::command::Command;
+use crate::route::wire::{Holder, On};
 use crate::shard::Shard;
-use bytes::Bytes;
 use std::sync::Arc;
+
+/// What to do with a numbered push off the bus.
+enum Follow {
+    Drop,
+    /// Deliver it; first announce its epoch when it starts one here.
+    Deliver {
+        starts_epoch: bool,
+    },
+}
 
 /// What a subscription's message is for, copied out of the bus's table.
 enum Target {
@@ -30,125 +38,6 @@ enum Target {
 }
 
 impl Shard {
-    /// Fails ticket `id` with `error`, counted as a push the bus did not take.
-    /// (A registration's ticket is only released: its connection goes on.)
-    pub fn bus_refused(&self, id: u64, error: BusError) {
-        let registration = self.tickets.borrow_mut().fail(id, error.reason());
-        if registration {
-            self.release_registered();
-            return;
-        }
-        self.stats.borrow_mut().bus_pushes_failed += 1;
-        crate::log_warn!("shard {}: push answered -500: {}", self.id, error.reason());
-    }
-
-    /// Fails the ticket `ack` is a share of, on whichever shard holds it.
-    pub fn fail_share(&self, ack: Ack, error: BusError) {
-        if ack.shard as usize == self.id {
-            self.bus_refused(ack.id, error);
-        } else {
-            self.stats.borrow_mut().bus_pushes_failed += 1;
-            self.send(ack.shard as usize, ShardMsg::Failed { id: ack.id, why: error.reason() });
-        }
-    }
-
-    // ---- the API side ----
-
-    /// A room push: to its sequencer over the mesh when that is on this node
-    /// (no bus round trip to ask), else over the bus.
-    pub fn bus_push_room(&self, room: &str, frame: &Bytes, ack: Ack) {
-        let Some(bus) = &self.bus else { return };
-        let SequencerAt { node, shard } = self.placement().sequencer(room);
-        let Some(node) = node else {
-            let msg = ShardMsg::Sequence { room: Arc::from(room), frame: frame.clone(), ack };
-            return self.send(shard, msg);
-        };
-        let started_unix_us = crate::latency::to_unix_us(ack.started_us);
-        let msg = BusMsg::Sequence { ticket: ack.id, started_unix_us, room, frame };
-        match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
-            Ok(()) => self.tickets.borrow_mut().expect_remote(ack.id),
-            Err(e) => self.bus_refused(ack.id, e),
-        }
-    }
-
-    /// Key and mid pushes: one message per target on its subject, then a
-    /// PING; the reply waits for the PONG.
-    pub fn bus_push_direct(&self, subjects: impl Iterator<Item = String>, op: i32, frame: &Bytes, ack: Ack) {
-        let Some(bus) = &self.bus else { return };
-        let msg = BusMsg::Direct { op, started_unix_us: crate::latency::to_unix_us(ack.started_us), frame };
-        for subject in subjects {
-            if let Err(e) = bus.publish(&subject, None, &msg) {
-                return self.bus_refused(ack.id, e);
-            }
-        }
-        if let Err(e) = bus.flush(ack) {
-            self.bus_refused(ack.id, e);
-        }
-    }
-
-    pub fn bus_push_all(&self, op: i32, speed: u32, frame: &Bytes, ack: Ack) {
-        let Some(bus) = &self.bus else { return };
-        let result = bus
-            .publish(
-                &bus.subjects.all(),
-                None,
-                &BusMsg::All { op, speed, started_unix_us: crate::latency::to_unix_us(ack.started_us), frame },
-            )
-            .and_then(|()| bus.flush(ack));
-        if let Err(e) = result {
-            self.bus_refused(ack.id, e);
-        }
-    }
-
-    pub fn bus_query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
-        let Some(bus) = &self.bus else { return };
-        let SequencerAt { node, shard } = self.placement().sequencer(room);
-        let Some(node) = node else {
-            return self.send(shard, ShardMsg::History { room: Arc::from(room), since, limit, ack });
-        };
-        let msg = BusMsg::History { ticket: ack.id, room, since, limit };
-        match bus.publish(&bus.subjects.sequencer(&node, shard), Some(&bus.inbox), &msg) {
-            Ok(()) => self.tickets.borrow_mut().expect_remote(ack.id),
-            Err(e) => {
-                self.tickets.borrow_mut().fail(ack.id, e.reason());
-            }
-        }
-    }
-
-    /// Joins with positions: subscribe to the room first (so every push
-    /// numbered after the sequencer answers reaches this shard), then ask.
-    /// Returns false when the bus cannot take it (the caller joins locally).
-    pub fn bus_request_attach(
-        &self,
-        conn: ConnRef,
-        room: &str,
-        attach_seq: u32,
-        recover: Option<(&str, u32)>,
-        replay_bytes_max: usize,
-    ) -> bool {
-        let Some(bus) = &self.bus else { return false };
-        let SequencerAt { node, shard } = self.placement().sequencer(room);
-        let node = node.as_deref().unwrap_or(&bus.node_id);
-        let subject = bus.subjects.room(room);
-        bus.want(&subject, Interest::Room(Arc::from(room)));
-        let token = AttachToken { slot: conn.slot, generation: conn.generation, attach_seq };
-        let replay_bytes_max = replay_bytes_max.min(u32::MAX as usize) as u32;
-        let msg = BusMsg::Attach { token, room, recover, replay_bytes_max };
-        if bus.publish(&bus.subjects.sequencer(node, shard), Some(&bus.inbox), &msg).is_ok() {
-            return true;
-        }
-        bus.unwant(&subject, None);
-        false
-    }
-
-    /// A connection with positions left `room`: its sequencer uncounts it.
-    pub fn bus_detach(&self, room: &str) -> bool {
-        let Some(bus) = &self.bus else { return false };
-        let SequencerAt { node, shard } = self.placement().sequencer(room);
-        let node = node.as_deref().unwrap_or(&bus.node_id);
-        bus.publish(&bus.subjects.sequencer(node, shard), None, &BusMsg::Detach { room }).is_ok()
-    }
-
     /// A connection registers: subscribe to its key (claiming it, so older
     /// holders anywhere close) and mid. The auth reply waits for the PONG
     /// behind these subscriptions; returns whether it has to.
@@ -161,9 +50,14 @@ impl Shard {
             bus.want(&bus.subjects.mid(mid), Interest::Mid(OneOrMore::One(conn)));
         }
         self.sync_interest();
-        let holder =
-            Holder { at_ms, node: &bus.node_id, shard: self.id as u16, slot: conn.slot, generation: conn.generation };
-        let _ = bus.publish(&key_subject, None, &BusMsg::Claim { holder });
+        let holder = Holder {
+            at_ms,
+            node: bus.node_id.clone(),
+            shard: self.id as u16,
+            slot: conn.slot,
+            generation: conn.generation,
+        };
+        let _ = bus.publish(&key_subject, &Command::Claim { conns: Vec::new(), by: Some(holder) });
         bus.flush(ack).is_ok()
     }
 
@@ -174,6 +68,21 @@ impl Shard {
             bus.unwant(&bus.subjects.mid(mid), Some(conn));
         }
         self.sync_interest();
+    }
+
+    /// A join with positions is on its way: the room's subscription is
+    /// taken before it leaves (handed to the membership when it is answered).
+    pub fn subscribe_for_join(&self, room: &str) {
+        if let Some(bus) = &self.bus {
+            bus.want(&bus.subjects.room(room), Interest::Room(Arc::from(room)));
+        }
+    }
+
+    /// The join could not be sent: its subscription is given back.
+    pub fn unsubscribe_for_join(&self, room: &str) {
+        if let Some(bus) = &self.bus {
+            bus.unwant(&bus.subjects.room(room), None);
+        }
     }
 
     /// Subscribes to rooms that got their first member here and drops
@@ -214,7 +123,9 @@ impl Shard {
         }
     }
 
-    pub fn on_bus_message(&self, subject: &[u8], sid: u64, reply: Option<&[u8]>, payload: &[u8]) {
+    /// A message off the bus: what its subject means here, decoded, its
+    /// place in the room's stream checked, then applied as any command.
+    pub fn on_bus_message(&self, subject: &[u8], sid: u64, payload: &[u8]) {
         let Some(bus) = &self.bus else { return };
         let Some(target) = bus.with_interest(subject, sid, |interest| match interest {
             Interest::Room(room) => Target::Room(room.clone()),
@@ -224,190 +135,58 @@ impl Shard {
         }) else {
             return; // Unsubscribed since: nothing here wants it.
         };
-        let Some(msg) = crate::route::wire::decode(payload) else {
+        let (on, holders) = match target {
+            Target::Room(room) => (On::Room(room), Vec::new()),
+            Target::Key(holders) => (On::Conns(holders.iter().map(|(conn, _)| *conn).collect()), holders),
+            Target::Conns(conns) => (On::Conns(conns), Vec::new()),
+            Target::Other => (On::Other, Vec::new()),
+        };
+        let Some(mut command) = crate::route::wire::decode(payload, on, self.id) else {
             self.stats.borrow_mut().bus_bad_messages += 1;
             crate::log_warn!("shard {}: undecodable bus message ({} bytes) ignored", self.id, payload.len());
             return;
         };
-        let reply = reply.and_then(|r| std::str::from_utf8(r).ok());
-        match msg {
-            BusMsg::Sequence { ticket, started_unix_us, room, frame } => {
-                self.bus_sequence(ticket, started_unix_us, room, frame, reply)
+        let mut joined_room = None;
+        match &mut command {
+            Command::Room { room, epoch, offset, new_epoch, .. } => match self.follow(room, epoch, *offset) {
+                Follow::Drop => return,
+                Follow::Deliver { starts_epoch } => *new_epoch = starts_epoch,
+            },
+            Command::Attached(attached) => {
+                self.follow_from(&attached.room, &attached.joined.epoch, attached.joined.offset);
+                joined_room = Some(attached.room.clone());
             }
-            BusMsg::Attach { token, room, recover, replay_bytes_max } => {
-                self.bus_attach(token, room, recover, replay_bytes_max as usize, reply)
-            }
-            BusMsg::Detach { room } => self.sequencer.borrow_mut().detach(room),
-            BusMsg::History { ticket, room, since, limit } => {
-                let room = Arc::from(room);
-                let page = self.page(&room, since, limit);
-                let messages: Vec<(u32, &[u8])> = page.messages.iter().map(|(o, f)| (*o, &f[..])).collect();
-                let msg =
-                    BusMsg::Page { ticket, epoch: &page.epoch, offset: page.offset, complete: page.complete, messages };
-                if let Some(reply) = reply {
-                    let _ = bus.publish(reply, None, &msg);
-                }
-            }
-            BusMsg::Done { ticket } => {
-                self.tickets.borrow_mut().complete_remote(ticket, None);
-            }
-            BusMsg::Page { ticket, epoch, offset, complete, messages } => {
-                let messages = messages.into_iter().map(|(o, f)| (o, Bytes::copy_from_slice(f))).collect();
-                let page = crate::order::sequencer::HistoryPage { epoch: Arc::from(epoch), offset, complete, messages };
-                self.tickets.borrow_mut().complete_remote(ticket, Some(Box::new(page)));
-            }
-            BusMsg::Attached { token, room, epoch, offset, recovery, replay } => {
-                self.bus_attached(token, room, epoch, offset, recovery, replay)
-            }
-            BusMsg::Room { epoch, offset, started_unix_us, frame } => {
-                if let Target::Room(room) = target {
-                    if !self.follow(&room, epoch, offset) {
-                        return;
-                    }
-                    if self.deliver_room(&room, offset, Bytes::copy_from_slice(frame)) {
-                        self.note_delivered(crate::latency::from_unix_us(started_unix_us));
-                    }
-                }
-            }
-            BusMsg::Direct { op, started_unix_us, frame } => {
-                let conns: Vec<ConnRef> = match target {
-                    Target::Key(holders) => holders.into_iter().map(|(conn, _)| conn).collect(),
-                    Target::Conns(conns) => conns,
-                    _ => return,
-                };
-                self.note_delivered(crate::latency::from_unix_us(started_unix_us));
-                self.deliver_conns(&conns, op, Bytes::copy_from_slice(frame));
-            }
-            BusMsg::Claim { holder } => {
-                if let Target::Key(holders) = target {
-                    self.on_claim(subject, &holders, holder);
-                }
-            }
-            BusMsg::All { op, speed, started_unix_us, frame } => {
-                let conns_per_s = self.broadcast_share(speed);
-                if conns_per_s == 0 {
-                    self.note_delivered(crate::latency::from_unix_us(started_unix_us));
-                }
-                self.deliver_all(op, Bytes::copy_from_slice(frame), conns_per_s);
-            }
-            BusMsg::Report(report) => self.on_report(&report),
-        }
-    }
-
-    /// A room push from an API shard of this node (over the mesh): number
-    /// it and publish it on the room's subject; the ack goes back once the
-    /// server's PONG shows it processed the publish, so the reply is the
-    /// ordering point as with any cluster push.
-    pub fn bus_sequence_local(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
-        let Some(bus) = &self.bus else { return };
-        let started_unix_us = crate::latency::to_unix_us(ack.started_us);
-        let result = self.number_and_publish(&room, &frame, started_unix_us).and_then(|()| bus.flush(ack));
-        if let Err(e) = result {
-            self.fail_share(ack, e);
-        }
-    }
-
-    /// The sequencer's side of a cluster room push from another node:
-    /// number it, keep it, publish it on the room's subject, and only then
-    /// reply (same socket, so every subscriber has it queued before the
-    /// publisher hears back).
-    fn bus_sequence(&self, ticket: u64, started_unix_us: u64, room: &str, frame: &[u8], reply: Option<&str>) {
-        let Some(bus) = &self.bus else { return };
-        let room: Arc<str> = Arc::from(room);
-        match (self.number_and_publish(&room, &Bytes::copy_from_slice(frame), started_unix_us), reply) {
-            (Ok(()), Some(reply)) => {
-                let _ = bus.publish(reply, None, &BusMsg::Done { ticket });
-            }
-            (Err(e), _) => {
-                // The publisher's reply times out (-500). The offset is used:
-                // members see a gap (counted; those with positions recover).
-                crate::log_warn!("shard {}: a numbered push of {room} was not published: {}", self.id, e.reason());
-            }
+            Command::Claim { conns, by: Some(claim) } => *conns = self.older_holders(subject, &holders, claim),
             _ => {}
         }
-    }
-
-    /// Gives `frame` the room's next offset, keeps it, and publishes it once
-    /// on the room's subject.
-    fn number_and_publish(&self, room: &Arc<str>, frame: &Bytes, started_unix_us: u64) -> Result<(), BusError> {
-        let Some(bus) = &self.bus else { return Err(BusError::Down) };
-        let offset = self.number(room, frame).offset;
-        let epoch = self.sequencer.borrow().epoch_of(room).unwrap_or_else(|| Arc::from(""));
-        let msg = BusMsg::Room { epoch: &epoch, offset, started_unix_us, frame };
-        bus.publish(&bus.subjects.room(room), None, &msg)
-    }
-
-    fn bus_attach(
-        &self,
-        token: AttachToken,
-        room: &str,
-        recover: Option<(&str, u32)>,
-        replay_bytes_max: usize,
-        reply: Option<&str>,
-    ) {
-        let (Some(bus), Some(reply)) = (&self.bus, reply) else { return };
-        let room: Arc<str> = Arc::from(room);
-        let joined = self.join_point(&room, recover, replay_bytes_max);
-        let replay: Vec<(u32, &[u8])> = joined.replay.iter().map(|(o, f)| (*o, &f[..])).collect();
-        let msg = |recovery, replay| BusMsg::Attached {
-            token,
-            room: &room,
-            epoch: &joined.epoch,
-            offset: joined.offset,
-            recovery,
-            replay,
-        };
-        if let Err(BusError::TooLarge) = bus.publish(reply, None, &msg(joined.recovery, replay)) {
-            let _ = bus.publish(reply, None, &msg(Recovery::Refused(Refusal::TooLarge), Vec::new()));
+        self.apply(command);
+        if let Some(room) = joined_room {
+            // The subscription taken for the join is handed to the membership.
+            self.sync_interest();
+            self.unsubscribe_for_join(&room);
         }
-    }
-
-    /// The member side of a cluster join: as `on_attached`, then the
-    /// subscription taken for the join is handed to the membership.
-    #[allow(clippy::too_many_arguments)]
-    fn bus_attached(
-        &self,
-        token: AttachToken,
-        room: &str,
-        epoch: &str,
-        offset: u32,
-        recovery: Recovery,
-        replay: Vec<(u32, &[u8])>,
-    ) {
-        let Some(bus) = &self.bus else { return };
-        let room: Arc<str> = Arc::from(room);
-        self.follow_from(&room, epoch, offset);
-        let conn = ConnRef { shard: self.id as u16, slot: token.slot, generation: token.generation };
-        let joined = Joined {
-            epoch: Arc::from(epoch),
-            offset,
-            recovery,
-            replay: replay.into_iter().map(|(o, f)| (o, Bytes::copy_from_slice(f))).collect(),
-        };
-        self.on_attached(Attached { room: room.clone(), conn, attach_seq: token.attach_seq, joined });
-        self.sync_interest();
-        bus.unwant(&bus.subjects.room(&room), None);
     }
 
     /// Follows `room`'s stream on this shard with the push numbered
-    /// `offset` of `epoch`; returns whether to deliver it.
+    /// `offset` of `epoch`.
     ///
     /// - The next offset: deliver.
-    /// - A new epoch (the sequencer moved or restarted): members with
-    ///   positions get an op-20 frame for it first.
+    /// - A new epoch (the sequencer moved or restarted): deliver, members
+    ///   with positions getting an op-20 frame for it first.
     /// - An offset already seen: a duplicate, dropped and counted.
     /// - A gap (pushes lost on the bus, e.g. while this shard's connection
     ///   was down): counted; members with positions are closed (`bus_gap`)
     ///   rather than shown a gap, and recover when they reconnect; the
     ///   others get the push.
-    fn follow(&self, room: &Arc<str>, epoch: &str, offset: u32) -> bool {
-        let Some(bus) = &self.bus else { return true };
-        let last = bus.room_streams.borrow().get(room).map(|(e, last)| (&**e == epoch, *last));
+    fn follow(&self, room: &Arc<str>, epoch: &Arc<str>, offset: u32) -> Follow {
+        let Some(bus) = &self.bus else { return Follow::Deliver { starts_epoch: false } };
+        let mut starts_epoch = false;
+        let last = bus.room_streams.borrow().get(room).map(|(e, last)| (e == epoch, *last));
         match last {
             Some((true, last)) if offset == last.wrapping_add(1) => {}
             Some((true, last)) if offset <= last => {
                 self.stats.borrow_mut().bus_room_pushes_duplicate += 1;
-                return false;
+                return Follow::Drop;
             }
             Some((true, last)) => {
                 let missed = offset - last - 1;
@@ -422,57 +201,49 @@ impl Shard {
                 }
                 self.flush.raise();
             }
-            Some((false, _)) => self.announce_epoch(room, epoch, offset.saturating_sub(1)),
+            Some((false, _)) => starts_epoch = true,
             None => {}
         }
-        bus.room_streams.borrow_mut().insert(room.clone(), (Arc::from(epoch), offset));
-        true
+        bus.room_streams.borrow_mut().insert(room.clone(), (epoch.clone(), offset));
+        Follow::Deliver { starts_epoch }
     }
 
     /// A join answered "epoch E, offset N": the stream here continues from
     /// there (members that joined under another epoch are told first).
-    fn follow_from(&self, room: &Arc<str>, epoch: &str, offset: u32) {
+    fn follow_from(&self, room: &Arc<str>, epoch: &Arc<str>, offset: u32) {
         let Some(bus) = &self.bus else { return };
-        let known = bus.room_streams.borrow().get(room).map(|(e, _)| &**e == epoch);
+        let known = bus.room_streams.borrow().get(room).map(|(e, _)| e == epoch);
         if known == Some(false) {
             self.announce_epoch(room, epoch, offset);
         }
-        bus.room_streams.borrow_mut().insert(room.clone(), (Arc::from(epoch), offset));
+        bus.room_streams.borrow_mut().insert(room.clone(), (epoch.clone(), offset));
     }
 
-    /// Closes the local holders of a key older than the claim's; a holder
-    /// newer than the claim says so on the key's subject.
-    fn on_claim(&self, subject: &[u8], holders: &[(ConnRef, u64)], claim: Holder<'_>) {
-        let Some(bus) = &self.bus else { return };
+    /// The local holders of a key older than the claim's (they close when
+    /// the claim is applied); a holder newer than the claim says so on the
+    /// key's subject.
+    fn older_holders(&self, subject: &[u8], holders: &[(ConnRef, u64)], claim: &Holder) -> Vec<ConnRef> {
+        let Some(bus) = &self.bus else { return Vec::new() };
+        let mut older = Vec::new();
         for (conn, at_ms) in holders {
             let mine = Holder {
                 at_ms: *at_ms,
-                node: &bus.node_id,
+                node: bus.node_id.clone(),
                 shard: self.id as u16,
                 slot: conn.slot,
                 generation: conn.generation,
             };
-            if mine < claim {
-                self.close(*conn, CloseReason::Replaced);
-            } else if mine > claim {
+            if mine < *claim {
+                older.push(*conn);
+            } else if mine > *claim {
                 // The claimer subscribed before it published, but may have
                 // missed this holder's own claim (it came first, or its
                 // clock is behind): say it again, so the claimer closes.
                 if let Ok(subject) = std::str::from_utf8(subject) {
-                    let _ = bus.publish(subject, None, &BusMsg::Claim { holder: mine });
+                    let _ = bus.publish(subject, &Command::Claim { conns: Vec::new(), by: Some(mine) });
                 }
             }
         }
-    }
-
-    /// This shard's share of a cluster-wide broadcast speed: in proportion
-    /// to its connections, so every shard of every node ends together.
-    fn broadcast_share(&self, speed: u32) -> u32 {
-        if speed == 0 {
-            return 0;
-        }
-        let mine = self.state.borrow().conns.len() as u64;
-        let total = self.cluster_totals().0.max(1);
-        ((speed as u64 * mine / total) as u32).max(1)
+        older
     }
 }

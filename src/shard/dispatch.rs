@@ -1,23 +1,22 @@
-//! Applying pushes and directory messages on this shard, and starting the
-//! pushes that the HTTP API receives.
+//! Starting the pushes that the HTTP API receives, and delivering pushes to
+//! this shard's connections.
 //!
-//! Owns: the routing rules: room pushes go to the room's sequencer shard,
-//! which numbers them and forwards them to every shard (each delivers to
-//! its own members, accepts ignored); key and mid pushes go to the owner
-//! of the key or mid in the directory, which forwards to the connection's
-//! shard (two hops at most); broadcasts go to every shard. Every push
-//! carries a share of its request's ack, returned where it is applied.
-//! Must never: await (a message is applied in one go, so no shard waits on
-//! another here).
+//! Owns: the routing rules, as placement answers them: room pushes go to
+//! the room's sequencer shard, which numbers them and sends them to every
+//! shard with members (each delivers to its own members, accepts ignored);
+//! key and mid pushes go to the owner of the key or mid in the directory,
+//! which forwards to the connection's shard (two hops at most), or
+//! clustered, to the key's or mid's subject; broadcasts go to every shard.
+//! Every push carries a share of its request's ack, returned where it is
+//! applied. Must never: await (a push is applied in one go, so no shard
+//! waits on another here).
 
 use crate::conn::close::CloseReason;
 use crate::conn::conns::{ConnRef, Phase};
 use crate::delivery::room::Pushed;
 use crate::order::tickets::Ack;
-use crate::route::bus::BusError;
-use crate::route::mesh::ShardMsg;
-use crate::route::placement::Route;
-use crate::shard::sequencing::Numbered;
+use crate::route::command::Command;
+use crate::route::placement::Plan;
 use crate::shard::websocket::Payload;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -42,126 +41,17 @@ pub struct WalkCursor {
 }
 
 impl Shard {
-    /// Applies one message from another shard (or from this one).
-    pub fn apply(&self, msg: ShardMsg) {
-        match msg {
-            ShardMsg::Sequence { room, frame, ack } => self.sequence_room(room, frame, ack),
-            ShardMsg::Room { room, offset, frame, new_epoch, ack } => {
-                if let Some(epoch) = new_epoch {
-                    self.announce_epoch(&room, &epoch, 0);
-                }
-                if self.deliver_room(&room, offset, frame) {
-                    self.note_delivered(ack.started_us);
-                }
-                self.confirm(ack);
-            }
-            ShardMsg::All { op, frame, conns_per_s, ack } => {
-                if conns_per_s == 0 {
-                    self.note_delivered(ack.started_us);
-                }
-                self.deliver_all(op, frame, conns_per_s);
-                self.confirm(ack);
-            }
-            ShardMsg::Keys { keys, op, frame, ack } => {
-                let conns: Vec<ConnRef> = {
-                    let state = self.state.borrow();
-                    keys.iter().filter_map(|key| state.directory.key(key)).collect()
-                };
-                self.forward_to_conns(conns, op, frame, ack);
-            }
-            ShardMsg::Mids { mids, op, frame, ack } => {
-                let conns: Vec<ConnRef> = {
-                    let state = self.state.borrow();
-                    mids.iter().flat_map(|mid| state.directory.mid(*mid).iter().copied()).collect()
-                };
-                self.forward_to_conns(conns, op, frame, ack);
-            }
-            ShardMsg::Conns { conns, op, frame, ack } => {
-                self.note_delivered(ack.started_us);
-                self.deliver_conns(&conns, op, frame);
-                self.confirm(ack);
-            }
-            ShardMsg::Confirms(confirms) => {
-                {
-                    let mut tickets = self.tickets.borrow_mut();
-                    for (id, weight) in confirms {
-                        tickets.credit(id, weight, None);
-                    }
-                }
-                self.release_registered();
-            }
-            ShardMsg::Page { id, weight, page } => self.tickets.borrow_mut().credit(id, weight, Some(page)),
-            ShardMsg::Failed { id, why } => {
-                self.tickets.borrow_mut().fail(id, why);
-            }
-            ShardMsg::Attach { room, conn, attach_seq, recover } => self.attach(room, conn, attach_seq, recover),
-            ShardMsg::Attached(attached) => self.on_attached(*attached),
-            ShardMsg::Detach { room } => self.sequencer.borrow_mut().detach(&room),
-            ShardMsg::History { room, since, limit, ack } => self.history_page(room, since, limit, ack),
-            ShardMsg::Register { key, mid, conn, ack } => {
-                let replaced = {
-                    let mut state = self.state.borrow_mut();
-                    if let Some(mid) = mid {
-                        state.directory.add_mid(mid, conn);
-                    }
-                    key.and_then(|key| state.directory.register_key(&key, conn))
-                };
-                if let Some(old) = replaced {
-                    self.send(old.shard as usize, ShardMsg::Kick { conn: old });
-                }
-                self.confirm(ack);
-            }
-            ShardMsg::Unregister { key, mid, conn } => {
-                let mut state = self.state.borrow_mut();
-                if let Some(key) = key {
-                    state.directory.unregister_key(&key, conn);
-                }
-                if let Some(mid) = mid {
-                    state.directory.remove_mid(mid, conn);
-                }
-            }
-            ShardMsg::Kick { conn } => self.close(conn, CloseReason::Replaced),
-            ShardMsg::Ip { ip, delta } => {
-                let mut state = self.state.borrow_mut();
-                if delta > 0 {
-                    state.directory.ip_add(ip);
-                } else {
-                    state.directory.ip_remove(ip);
-                }
-            }
-            ShardMsg::Online(report) => {
-                if let Some(slot) = self.peer_stats.borrow_mut().get_mut(report.shard) {
-                    *slot = report.stats.clone();
-                }
-                self.state.borrow_mut().online.apply(&report);
-            }
-        }
-    }
-
-    /// The room's sequencer: the next offset, kept in the history, then to
-    /// every shard (this one included) over the FIFO mesh, each returning
-    /// its share of `ack` once applied.
-    fn sequence_room(&self, room: Arc<str>, frame: Bytes, ack: Ack) {
-        if self.bus.is_some() {
-            return self.bus_sequence_local(room, frame, ack);
-        }
-        let Numbered { offset, new_epoch } = self.number(&room, &frame);
-        for (shard, ack) in (0..self.shards).zip(ack.split(self.shards)) {
-            let (room, frame, new_epoch) = (room.clone(), frame.clone(), new_epoch.clone());
-            self.send(shard, ShardMsg::Room { room, offset, frame, new_epoch, ack });
-        }
-    }
-
     /// Groups `conns` by shard and delivers (locally) or forwards them,
     /// each forward with a share of `ack`; this shard's share returns once
     /// its own connections have theirs.
-    fn forward_to_conns(&self, conns: Vec<ConnRef>, op: i32, frame: Bytes, ack: Ack) {
+    pub(crate) fn forward_to_conns(&self, conns: Vec<ConnRef>, op: i32, frame: Bytes, ack: Ack) {
         let mut by_shard: Vec<Vec<ConnRef>> = vec![Vec::new(); self.shards];
         for conn in conns {
             if let Some(list) = by_shard.get_mut(conn.shard as usize) {
                 list.push(conn);
             }
         }
+        let started_us = ack.started_us;
         let remote =
             by_shard.iter().enumerate().filter(|(shard, conns)| *shard != self.id && !conns.is_empty()).count();
         let mut parts = ack.split(remote + 1);
@@ -171,11 +61,11 @@ impl Shard {
                 continue;
             }
             if shard == self.id {
-                self.note_delivered(ack.started_us);
+                self.note_delivered(started_us);
                 self.deliver_conns(&conns, op, frame.clone());
             } else {
                 let ack = parts.next().expect("one part per remote shard");
-                self.outgoing.send(shard, ShardMsg::Conns { conns, op, frame: frame.clone(), ack });
+                self.outgoing.send(shard, Command::Conns { conns, op, frame: frame.clone(), ack });
             }
         }
         self.confirm(mine);
@@ -322,100 +212,60 @@ impl Shard {
     // ---- pushes started by the HTTP API on this shard ----
     //
     // Each takes the ack of the request's ticket: the reply leaves when
-    // every shard the push had to reach has applied it.
+    // every shard the push had to reach has applied it. Where a push goes
+    // is placement's answer; these only send it.
 
-    /// Clustered with the bus down: the push is still applied on this node
-    /// (local delivery goes on), and its reply says -500 because the other
-    /// nodes did not get it.
-    fn down_but_local(&self, ack: Ack) {
-        if self.placement().route() == Route::Down {
-            self.bus_refused(ack.id, BusError::Down);
-        }
-    }
-
-    /// POST /goim/push/keys: one hop to each key's directory shard; in a
-    /// cluster, one bus message per key to whichever shard holds it.
+    /// POST /goim/push/keys: to each key's directory shard (which forwards
+    /// to the connection's shard), or clustered, each key's subject.
     pub fn push_keys(&self, keys: Vec<String>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        if self.placement().route() == Route::Bus {
-            let subjects = self.bus.as_ref().map(|bus| &bus.subjects);
-            let subjects = keys.iter().filter_map(|key| subjects.map(|s| s.key(key)));
-            return self.bus_push_direct(subjects, op, &frame, ack);
-        }
-        self.down_but_local(ack);
-        self.send_by_owner(keys, ack, |keys, ack| ShardMsg::Keys { keys, op, frame: frame.clone(), ack });
+        let plan = self.placement().keys(keys);
+        self.send_planned(plan, ack, |keys, ack| Command::Keys { keys, op, frame: frame.clone(), ack });
     }
 
-    /// POST /goim/push/mids: one hop to each mid's directory shard.
+    /// POST /goim/push/mids: as keys.
     pub fn push_mids(&self, mids: Vec<i64>, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        if self.placement().route() == Route::Bus {
-            let subjects = self.bus.as_ref().map(|bus| &bus.subjects);
-            let subjects = mids.iter().filter_map(|mid| subjects.map(|s| s.mid(*mid)));
-            return self.bus_push_direct(subjects, op, &frame, ack);
-        }
-        self.down_but_local(ack);
-        self.send_by_owner(mids, ack, |mids, ack| ShardMsg::Mids { mids, op, frame: frame.clone(), ack });
-    }
-
-    /// Groups `targets` by directory owner and sends each group its message
-    /// with a share of `ack` (confirmed at once when there is none).
-    fn send_by_owner<T: std::hash::Hash>(&self, targets: Vec<T>, ack: Ack, message: impl Fn(Vec<T>, Ack) -> ShardMsg) {
-        let mut by_owner: Vec<Vec<T>> = (0..self.shards).map(|_| Vec::new()).collect();
-        for target in targets {
-            by_owner[self.placement().shard_of(&target)].push(target);
-        }
-        let owners = by_owner.iter().filter(|group| !group.is_empty()).count();
-        if owners == 0 {
-            self.confirm(ack);
-            return;
-        }
-        let mut parts = ack.split(owners);
-        for (owner, group) in by_owner.into_iter().enumerate().filter(|(_, group)| !group.is_empty()) {
-            let ack = parts.next().expect("one part per owner");
-            self.send(owner, message(group, ack));
-        }
+        let plan = self.placement().mids(mids);
+        self.send_planned(plan, ack, |mids, ack| Command::Mids { mids, op, frame: frame.clone(), ack });
     }
 
     /// POST /goim/push/room: to the room's sequencer, which orders it and
-    /// forwards it to every shard (a member may have joined a moment ago).
-    /// The frame is encoded once and shared by every shard.
+    /// sends it to every shard with members (a member may have joined a
+    /// moment ago). The frame is encoded once and shared by every shard.
     pub fn push_room(&self, room: &str, op: i32, body: &[u8], ack: Ack) {
         let frame = Self::push_frame(op, body);
-        match self.placement().route() {
-            Route::Bus => return self.bus_push_room(room, &frame, ack),
+        match self.placement().room_requests(room) {
             // No sequencer to number it: not delivered anywhere, -500.
-            Route::Down => return self.bus_refused(ack.id, BusError::Down),
-            Route::Local => {}
+            Err(error) => self.bus_refused(ack.id, error),
+            Ok(sequencer) => {
+                let plan = Plan { sends: vec![(sequencer, ())], unreachable: None };
+                let room: Arc<str> = Arc::from(room);
+                self.send_planned(plan, ack, |(), ack| Command::Sequence {
+                    room: room.clone(),
+                    frame: frame.clone(),
+                    ack,
+                });
+            }
         }
-        let sequencer = self.placement().shard_of(room);
-        self.send(sequencer, ShardMsg::Sequence { room: Arc::from(room), frame, ack });
     }
 
-    /// POST /goim/push/all: `speed` connections a second over all shards.
+    /// POST /goim/push/all: `speed` connections a second over every shard
+    /// it reaches (each takes its share, `broadcast_share`).
     pub fn push_all(&self, op: i32, body: &[u8], speed: u32, ack: Ack) {
         let frame = Self::push_frame(op, body);
-        if self.placement().route() == Route::Bus {
-            return self.bus_push_all(op, speed, &frame, ack);
-        }
-        self.down_but_local(ack);
-        let conns_per_s = if speed == 0 { 0 } else { speed.div_ceil(self.shards as u32).max(1) };
-        for (shard, ack) in (0..self.shards).zip(ack.split(self.shards)) {
-            self.send(shard, ShardMsg::All { op, frame: frame.clone(), conns_per_s, ack });
-        }
+        let plan = self.placement().everyone();
+        self.send_planned(plan, ack, |(), ack| Command::All { op, frame: frame.clone(), speed, ack });
     }
 
     /// GET /goim/room/history: asks the room's sequencer.
     pub fn query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
-        match self.placement().route() {
-            Route::Bus => return self.bus_query_history(room, since, limit, ack),
-            Route::Down => {
-                self.tickets.borrow_mut().fail(ack.id, BusError::Down.reason());
-                return;
-            }
-            Route::Local => {}
+        let id = ack.id;
+        let sent = self.placement().room_requests(room).and_then(|sequencer| {
+            self.send_to(sequencer, Command::History { room: Arc::from(room), since, limit, ack })
+        });
+        if let Err(error) = sent {
+            self.tickets.borrow_mut().fail(id, error.reason());
         }
-        let sequencer = self.placement().shard_of(room);
-        self.send(sequencer, ShardMsg::History { room: Arc::from(room), since, limit, ack });
     }
 }

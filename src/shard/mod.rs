@@ -16,8 +16,9 @@
 //! never: hold a `RefCell` borrow across an `.await` (clippy refuses it:
 //! `await_holding_refcell_ref`, denied in the crate root).
 
+pub mod apply;
 pub mod auth_call;
-pub mod cluster;
+pub mod bus_side;
 pub mod dispatch;
 pub mod fanout;
 pub mod flusher;
@@ -25,6 +26,7 @@ pub mod poller;
 pub mod positions;
 pub mod queue;
 pub mod report;
+pub mod send;
 pub mod sequencing;
 pub mod session;
 pub mod websocket;
@@ -36,12 +38,13 @@ use crate::conn::conns::{self as conns, ConnRef, Conns};
 use crate::conn::wheel::{self as wheel, Wheel};
 use crate::delivery::room::Rooms;
 use crate::metrics::Stats;
-use crate::order::sequencer::{self as sequencer, HistoryBounds, Sequencer};
+use crate::order::sequencer::{HistoryBounds, Sequencer};
 use crate::order::tickets::{self as ack, Ack, Tickets, Wait};
+use crate::route::command::Command;
 use crate::route::directory::Directory;
-use crate::route::mesh::{Outgoing, ShardMsg};
+use crate::route::mesh::Outgoing;
 use crate::route::online::Online;
-use crate::route::placement::{Placement, Route};
+use crate::route::placement::Placement;
 use crate::signal::Signal;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -259,28 +262,9 @@ impl Shard {
         let id = shard.tickets.borrow_mut().open();
         let started_us = crate::latency::now_us();
         (
-            Ack { shard: shard.id as u16, id, weight: ack::FULL_WEIGHT, started_us },
+            Ack { node: None, shard: shard.id as u16, id, weight: ack::FULL_WEIGHT, started_us },
             Wait { tickets: shard.tickets.clone(), id },
         )
-    }
-
-    /// Returns `ack` to its ticket: at once when it is this shard's, else
-    /// with the next batch to its shard.
-    pub fn confirm(&self, ack: Ack) {
-        self.confirm_with(ack, None);
-    }
-
-    pub fn confirm_with(&self, ack: Ack, page: Option<Box<sequencer::HistoryPage>>) {
-        if ack.shard as usize == self.id {
-            self.tickets.borrow_mut().credit(ack.id, ack.weight, page);
-            self.release_registered();
-        } else {
-            let peer = ack.shard as usize;
-            match page {
-                Some(page) => self.outgoing.send(peer, ShardMsg::Page { id: ack.id, weight: ack.weight, page }),
-                None => self.outgoing.confirm(peer, ack.id, ack.weight),
-            }
-        }
     }
 
     /// A new epoch: 12 random ASCII letters and digits.
@@ -307,21 +291,11 @@ impl Shard {
         self.now_tick() + ms.div_ceil(wheel::TICK_MS) as u32
     }
 
-    /// Sends `msg` to shard `peer`; a message to this shard is applied at
-    /// once. Callers must not hold a borrow of `state`.
-    pub fn send(&self, peer: usize, msg: ShardMsg) {
-        if peer == self.id {
-            self.apply(msg);
-        } else {
-            self.outgoing.send(peer, msg);
-        }
-    }
-
     /// A registration's ticket for `conn`: its shares go to the directory
     /// shards (and the bus); `conn` is released when all are back.
     pub fn registration_ack(&self, conn: ConnRef) -> Ack {
         let id = self.tickets.borrow_mut().open_release(conn);
-        Ack { shard: self.id as u16, id, weight: ack::FULL_WEIGHT, started_us: 0 }
+        Ack { node: None, shard: self.id as u16, id, weight: ack::FULL_WEIGHT, started_us: 0 }
     }
 
     /// Releases the connections whose registration ticket completed.
@@ -384,11 +358,11 @@ impl Shard {
     /// Tells `room`'s sequencer that a connection with positions left it.
     /// Callers must not hold a borrow of `state`.
     pub fn send_detach(&self, room: Arc<str>) {
-        let placement = self.placement();
-        if placement.route() == Route::Bus && self.bus_detach(&room) {
-            return;
+        let detach = Command::Detach { room: room.clone() };
+        if self.send_to(self.placement().joins(&room), detach).is_err() {
+            // Where a join goes when the bus cannot take it (`request_attach`).
+            self.send(self.placement().shard_of(&*room), Command::Detach { room });
         }
-        self.send(placement.shard_of(&*room), ShardMsg::Detach { room });
     }
 
     fn next_random(&self) -> u64 {
@@ -483,7 +457,7 @@ impl Shard {
             state.online.report(conns, ips, self.stats.borrow().clone())
         };
         for peer in (0..self.shards).filter(|p| *p != self.id) {
-            self.outgoing.send(peer, ShardMsg::Online(Box::new(report.clone())));
+            self.outgoing.send(peer, Command::Counts(Box::new(report.clone())));
         }
     }
 

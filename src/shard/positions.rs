@@ -16,11 +16,9 @@
 use super::{session, Shard, State};
 use crate::conn::conns::{ConnRef, Phase};
 use crate::order::sequencer::{Recovery, Refusal, Sequencer};
-use crate::order::tickets::Ack;
 use crate::proto::goim::{frame, op};
 use crate::proto::http::response::push_string;
-use crate::route::mesh::{Attached, ShardMsg};
-use crate::route::placement::Route;
+use crate::route::command::{Attached, Command};
 use crate::shard::fanout::with_offsets;
 use crate::shard::websocket::Payload;
 use std::fmt::Write;
@@ -38,26 +36,25 @@ impl Shard {
     /// Asks `room`'s sequencer where `conn` joins (member side). Callers
     /// must not hold a borrow of `state`.
     pub fn request_attach(&self, conn: ConnRef, room: &str, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
-        if self.placement().route() == Route::Bus {
-            let replay_bytes_max =
-                self.config.limits.outbound_bytes_per_connection_max.saturating_sub(REPLAY_HEADROOM_BYTES);
-            let asked = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
-            if self.bus_request_attach(conn, room, attach_seq, asked, replay_bytes_max) {
-                return;
-            }
-        }
-        let sequencer = self.placement().shard_of(room);
-        self.send(sequencer, ShardMsg::Attach { room: Arc::from(room), conn, attach_seq, recover });
-    }
-
-    /// The sequencer's side of a join with positions.
-    pub(super) fn attach(&self, room: Arc<str>, conn: ConnRef, attach_seq: u32, recover: Option<(Box<str>, u32)>) {
         let replay_bytes_max =
             self.config.limits.outbound_bytes_per_connection_max.saturating_sub(REPLAY_HEADROOM_BYTES);
-        let recover = recover.as_ref().map(|(epoch, offset)| (&**epoch, *offset));
-        let joined = self.join_point(&room, recover, replay_bytes_max);
-        let attached = Attached { room, conn, attach_seq, joined };
-        self.send(conn.shard as usize, ShardMsg::Attached(Box::new(attached)));
+        let replay_bytes_max = replay_bytes_max.min(u32::MAX as usize) as u32;
+        let attach = |recover| Command::Attach {
+            room: Arc::from(room),
+            conn,
+            home: None,
+            attach_seq,
+            recover,
+            replay_bytes_max,
+        };
+        // Clustered, subscribe to the room first, so every push numbered
+        // after the sequencer answers reaches this shard.
+        self.subscribe_for_join(room);
+        if self.send_to(self.placement().joins(room), attach(recover.clone())).is_err() {
+            // The bus cannot take it: this node's shard for the room answers.
+            self.unsubscribe_for_join(room);
+            self.send(self.placement().shard_of(room), attach(recover));
+        }
     }
 
     /// The member side: the connection joins its room here and now.
@@ -160,12 +157,6 @@ impl Shard {
                 self.enqueue_reply(state, conn, frame.clone());
             }
         }
-    }
-
-    /// The sequencer's side of `GET /goim/room/history`.
-    pub(super) fn history_page(&self, room: Arc<str>, since: u32, limit: u32, ack: Ack) {
-        let page = self.page(&room, since, limit);
-        self.confirm_with(ack, Some(Box::new(page)));
     }
 
     /// Copies the sequencer's gauges into this shard's counters.

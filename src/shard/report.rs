@@ -6,14 +6,15 @@
 //! consequences of membership changes. Must never: keep sequencing a room
 //! that another live node now wins (it would resume an old epoch later).
 
-use crate::route::wire::{BusMsg, Report};
+use crate::route::command::Command;
+use crate::route::wire::Report;
 use crate::shard::Shard;
 
 /// Report parts are cut at this share of the server's max_payload.
 const REPORT_PART_SHARE: usize = 2;
 
 impl Shard {
-    pub(super) fn on_report(&self, report: &Report<'_>) {
+    pub(super) fn on_report(&self, report: &Report) {
         let Some(bus) = &self.bus else { return };
         let unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let change = bus.nodes.borrow_mut().apply(report, self.now_ms(), unix_ns);
@@ -72,9 +73,9 @@ impl Shard {
             .map(|(room, count)| (room.to_string(), count.min(u32::MAX as u64) as u32))
             .collect();
         let part_bytes_max = bus.payload_max() / REPORT_PART_SHARE;
-        let mut parts: Vec<Vec<(&str, u32)>> = vec![Vec::new()];
+        let mut parts: Vec<Vec<(String, u32)>> = vec![Vec::new()];
         let mut part_bytes = 0;
-        for (room, count) in &rooms {
+        for (room, count) in rooms {
             let entry_bytes = room.len() + 8;
             if part_bytes + entry_bytes > part_bytes_max && part_bytes > 0 {
                 parts.push(Vec::new());
@@ -82,7 +83,7 @@ impl Shard {
             }
             part_bytes += entry_bytes;
             if let Some(part) = parts.last_mut() {
-                part.push((room, *count));
+                part.push((room, count));
             }
         }
         let seq = bus.report_seq.get() + 1;
@@ -91,13 +92,13 @@ impl Shard {
         let count = parts.len() as u32;
         for (index, rooms) in parts.into_iter().enumerate() {
             let report = Report {
-                node: &bus.node_id,
+                node: bus.node_id.to_string(),
                 seq,
                 part: index as u32,
                 parts: count,
-                hostname: &node.hostname,
-                addr: &node.addr,
-                domain: &node.domain,
+                hostname: node.hostname.clone(),
+                addr: node.addr.clone(),
+                domain: node.domain.clone(),
                 tcp_port: node.tcp_port,
                 ws_port: node.ws_port,
                 wss_port: node.wss_port,
@@ -107,7 +108,7 @@ impl Shard {
                 ip_count,
                 rooms,
             };
-            if let Err(e) = bus.publish(&bus.subjects.report(), None, &BusMsg::Report(report)) {
+            if let Err(e) = bus.publish(&bus.subjects.report(), &Command::Report(Box::new(report))) {
                 crate::log_warn!("shard {}: report not published: {}", self.id, e.reason());
                 return;
             }

@@ -1,10 +1,6 @@
-//! The sequencer's side of a room, once for both transports: numbering a
-//! push, telling a joining connection where it joins, reading a history
-//! page. What arrives over the mesh (`ShardMsg::Sequence`, `Attach`,
-//! `History`) and over the bus (`BusMsg::Sequence`, `Attach`, `History`)
-//! is answered by these; only the way the answer travels differs (the
-//! mesh: every shard of this node gets the numbered push, the asker its
-//! share of the ticket; the bus: the room's subject, the asker's inbox).
+//! The sequencer's side of a room: numbering a push, telling a joining
+//! connection where it joins, reading a history page (`Command::Sequence`,
+//! `Attach` and `History`, from the mesh or the bus alike).
 //!
 //! Must never: let the numbering and the history disagree: a push is kept
 //! and counted in the same step it is numbered.
@@ -17,8 +13,9 @@ use std::sync::Arc;
 /// A push the room's sequencer numbered.
 pub struct Numbered {
     pub offset: u32,
-    /// Set when this push started a new epoch of the room.
-    pub new_epoch: Option<Arc<str>>,
+    pub epoch: Arc<str>,
+    /// Whether this push started its epoch (after 2^32 pushes).
+    pub new_epoch: bool,
 }
 
 impl Shard {
@@ -27,9 +24,9 @@ impl Shard {
         let now_ms = self.coarse_ms();
         let numbered = {
             let mut sequencer = self.sequencer.borrow_mut();
-            let (offset, new_epoch) = sequencer.sequence(room, frame, now_ms, || self.new_epoch());
+            let (offset, epoch, new_epoch) = sequencer.number(room, frame, now_ms, || self.new_epoch());
             self.note_history(&sequencer);
-            Numbered { offset, new_epoch }
+            Numbered { offset, epoch, new_epoch }
         };
         self.stats.borrow_mut().pushes_sequenced += 1;
         numbered

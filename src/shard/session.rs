@@ -13,7 +13,7 @@ use super::{Shard, State};
 use crate::conn::close::CloseReason;
 use crate::conn::conns::{ConnRef, Partial, Phase};
 use crate::proto::goim::{auth, frame, op};
-use crate::route::mesh::ShardMsg;
+use crate::route::command::Command;
 
 /// Handles bytes read from `conn`: everything complete in the session's
 /// partial tail followed by `input` (goim frames on TCP; the upgrade and
@@ -189,7 +189,7 @@ pub fn admit(shard: &Shard, conn: ConnRef, admission: Admission) {
         shard.enqueue_reply(state, conn, reply);
         (ip, attach_to)
     };
-    shard.send(shard.placement().shard_of(&ip), ShardMsg::Ip { ip, delta: 1 });
+    shard.send(shard.placement().shard_of(&ip), Command::Ip { ip, delta: 1 });
     match attach_to {
         Some(room) => {
             let recover = token.recover.map(|r| (r.epoch.into_boxed_str(), r.offset));
@@ -218,14 +218,14 @@ pub(super) fn register(shard: &Shard, conn: ConnRef) {
     // Clustered: the key's and mid's subscriptions (and the room's) must be
     // in the bus server's tables before the auth reply leaves.
     if let Some(bus_share) = clustered.then(|| shares.next()).flatten() {
-        if !shard.bus_register(conn, &key, mid, bus_share) {
+        if !shard.bus_register(conn, &key, mid, bus_share.clone()) {
             shard.confirm(bus_share);
         }
     }
     let mid_with_key = if separate_mid { None } else { mid_owner.map(|_| mid) };
-    shard.send(key_owner, ShardMsg::Register { key: Some(key), mid: mid_with_key, conn, ack: key_share });
+    shard.send(key_owner, Command::Register { key: Some(key), mid: mid_with_key, conn, ack: key_share });
     if let (Some(mid_share), Some(owner)) = (separate_mid.then(|| shares.next()).flatten(), mid_owner) {
-        shard.send(owner, ShardMsg::Register { key: None, mid: Some(mid), conn, ack: mid_share });
+        shard.send(owner, Command::Register { key: None, mid: Some(mid), conn, ack: mid_share });
     }
 }
 
@@ -281,14 +281,14 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
     let mid_owner = (session.mid != 0).then(|| shard.placement().shard_of(&session.mid));
     let key = Some(session.key.into_string());
     if mid_owner == Some(key_owner) {
-        shard.send(key_owner, ShardMsg::Unregister { key, mid: Some(session.mid), conn });
+        shard.send(key_owner, Command::Unregister { key, mid: Some(session.mid), conn });
     } else {
-        shard.send(key_owner, ShardMsg::Unregister { key, mid: None, conn });
+        shard.send(key_owner, Command::Unregister { key, mid: None, conn });
         if let Some(owner) = mid_owner {
-            shard.send(owner, ShardMsg::Unregister { key: None, mid: Some(session.mid), conn });
+            shard.send(owner, Command::Unregister { key: None, mid: Some(session.mid), conn });
         }
     }
-    shard.send(shard.placement().shard_of(&session.ip), ShardMsg::Ip { ip: session.ip, delta: -1 });
+    shard.send(shard.placement().shard_of(&session.ip), Command::Ip { ip: session.ip, delta: -1 });
 }
 
 /// Puts `conn` in `room`'s member list on this shard.
