@@ -1,5 +1,5 @@
 //! corecast: a goim-compatible push server, thread-per-core on glommio.
-//! Client sockets sit in each shard's epoll set (`shard::poller`: a
+//! Client sockets sit in each shard's epoll set (`io::poller`: a
 //! connection is state, not an io_uring source and a task); the HTTP API,
 //! the shard mesh and the cluster bus use glommio's io_uring rings.
 //!
@@ -25,9 +25,14 @@
 //! - `route`: where a push goes: placement (which shard and node own a
 //!   room, key or mid), the directory, online counts, the in-memory mesh
 //!   between shards and the NATS bus between nodes with its wire encoding.
-//! - `shard`: the `Shard`, the one owner of a core's state, and every
-//!   method on it: poll and read client sockets, authenticate, join rooms,
-//!   dispatch pushes, sequence, fan out, queue, flush and write.
+//! - `shard`: the shard core: the `Shard`, the one owner of a core's state,
+//!   and every method on it: admit connections, authenticate, join rooms,
+//!   dispatch pushes, sequence, fan out, queue and flush. It does no I/O of
+//!   its own: it asks `shard::io::ShardIo` to write, watch and close
+//!   sockets and to run its waits and calls.
+//! - `io`: the drivers that carry the core's effects out: the epoll poller
+//!   (accept, read), the one writer of client sockets, the flusher task,
+//!   the tasks of throttled broadcasts and auth URL calls.
 //! - `api`: the HTTP endpoints (push, online, history, nodes, metrics) and
 //!   their per-shard connection loop.
 //! - `server`: process start-up: executors, listeners, the mesh, the NATS
@@ -70,6 +75,8 @@ pub mod metrics;
 pub mod route;
 
 pub mod shard;
+
+pub mod io;
 
 pub mod api;
 

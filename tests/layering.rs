@@ -6,6 +6,11 @@
 //!
 //! This reads `crate::` paths off the code lines of every file (comments
 //! are skipped): a use of a higher layer fails with the file and line.
+//!
+//! The shard core (`src/shard/`) does no I/O of its own: no system call,
+//! no task, no file, no clock but its own (`Shard::now_ms` and
+//! `Shard::unix_ms`, which the simulation test sets). Its drivers in
+//! `src/io/` carry out what it asks (`shard::io::ShardIo`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +28,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["route"],
     &["shard"],
+    &["io"],
     &["api"],
     &["server"],
     &["sim"],
@@ -113,6 +119,48 @@ fn every_module_uses_only_the_layers_below_it() {
     }
     assert!(edges.contains_key(&("shard".into(), "route".into())), "the scan found no shard -> route use: {edges:?}");
     assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+/// What the shard core may not name on a code line, and why.
+const CORE_FORBIDDEN: &[(&str, &str)] = &[
+    ("libc::", "a system call"),
+    ("glommio::", "a task, timer or socket of the executor"),
+    ("unsafe", "unsafe code (the drivers hold it)"),
+    ("futures_lite::", "an await point of a driver"),
+    ("std::fs", "a file"),
+    ("std::net::Tcp", "a socket"),
+    ("SystemTime::now", "a clock other than the shard's own"),
+    ("Instant::now", "a clock other than the shard's own"),
+];
+
+/// Where the shard's own clock is read (the one place each is allowed).
+const CORE_CLOCK: &[(&str, &str)] = &[("mod.rs", "SystemTime::now"), ("mod.rs", "Instant::now")];
+
+#[test]
+fn the_shard_core_does_no_io_of_its_own() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/shard");
+    let mut files = Vec::new();
+    rust_files(&core, &mut files);
+    assert!(files.len() > 15, "found only {} files under {}", files.len(), core.display());
+    let mut wrong = Vec::new();
+    for file in &files {
+        let name = file.strip_prefix(&core).expect("under src/shard/").to_string_lossy().to_string();
+        let text = std::fs::read_to_string(file).expect("a readable source file");
+        for (index, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            let code = code.split(" //").next().unwrap_or(code);
+            for (what, why) in CORE_FORBIDDEN {
+                let allowed = CORE_CLOCK.iter().any(|(file, clock)| *file == name && clock == what);
+                if code.contains(what) && !allowed {
+                    wrong.push(format!("src/shard/{name}:{}: `{what}`: {why}", index + 1));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "the shard core does I/O of its own:\n{}", wrong.join("\n"));
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! TLS for the WSS port, on rustls (ring provider; no OpenSSL): loading the
 //! certificate at start, and moving bytes between a `ServerConnection` and
-//! the socket's reads (`decrypt`) and `shard::writer`'s socket (`encrypt`,
+//! the socket's reads (`decrypt`) and `io::writer`'s socket (`encrypt`,
 //! `write_records`).
 //!
 //! Owns: the TLS record layer of a connection. Must never: write to a
-//! socket itself (records go out through `shard::writer`; what the kernel
+//! socket itself (records go out through `io::writer`; what the kernel
 //! refuses stays in rustls and is written on EPOLLOUT), or grow a
 //! plaintext buffer past one read's worth.
 
@@ -99,7 +99,7 @@ pub enum Records {
     Broken,
 }
 
-/// Writes every pending record to `socket` (`shard::writer`'s: the one
+/// Writes every pending record to `socket` (`io::writer`'s: the one
 /// place that writes to a client socket).
 pub fn write_records(tls: &mut ServerConnection, socket: &mut impl Write) -> Records {
     while tls.wants_write() {

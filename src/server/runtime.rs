@@ -156,7 +156,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(Bound)) -> Result<(), String> {
             shards,
             conns_max,
             mesh: mesh.clone(),
-            client_listeners: crate::shard::poller::Listeners {
+            client_listeners: crate::io::poller::Listeners {
                 tcp: tcp_fds[index],
                 ws: ws_fds[index],
                 wss: wss_fds[index],
@@ -192,7 +192,7 @@ struct ShardSetup {
     shards: usize,
     conns_max: usize,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
-    client_listeners: crate::shard::poller::Listeners,
+    client_listeners: crate::io::poller::Listeners,
     http_fd: RawFd,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     ready: std::sync::mpsc::Sender<()>,
@@ -206,7 +206,8 @@ async fn shard_main(setup: ShardSetup) {
         return;
     };
     let id = senders.peer_id();
-    let mut shard = Shard::new(id, shards, config.clone(), conns_max);
+    let epoll = crate::io::Epoll::new();
+    let mut shard = Shard::new(id, shards, config.clone(), conns_max, epoll.clone());
     shard.tls_config = tls_config;
     if config.cluster.enabled() {
         shard.bus = Some(crate::route::bus::Bus::new(&config.cluster, &node_id, id));
@@ -220,7 +221,7 @@ async fn shard_main(setup: ShardSetup) {
     mesh::spawn_senders(shard.outgoing.clone(), Rc::new(senders));
     let applier = shard.clone();
     mesh::spawn_receivers(receivers, Rc::new(move |msg| applier.apply(msg)));
-    glommio::spawn_local(crate::shard::flusher::run(shard.clone())).detach();
+    glommio::spawn_local(crate::io::flusher::run(shard.clone())).detach();
     glommio::spawn_local(ticker(shard.clone())).detach();
     if shard.bus.is_some() {
         glommio::spawn_local(crate::server::link::run(shard.clone())).detach();
@@ -228,15 +229,15 @@ async fn shard_main(setup: ShardSetup) {
     // SAFETY: the fds were created by `listeners`, are listening, and each
     // is handed to exactly one shard.
     let http_listener = unsafe { TcpListener::from_raw_fd(http_fd) };
-    let epoll_fd = match crate::shard::poller::create(client_listeners) {
+    let epoll_fd = match crate::io::poller::create(client_listeners) {
         Ok(fd) => fd,
         Err(e) => {
             crate::log_error!("shard {id}: cannot create the epoll set: {e}");
             return;
         }
     };
-    shard.epoll_fd.set(epoll_fd);
-    let poller = glommio::spawn_local(crate::shard::poller::run(shard.clone(), client_listeners)).detach();
+    epoll.epoll_fd.set(epoll_fd);
+    let poller = glommio::spawn_local(crate::io::poller::run(shard.clone(), epoll_fd, client_listeners)).detach();
     let http_accept = glommio::spawn_local(crate::api::server::accept(shard.clone(), http_listener)).detach();
     let _ = ready.send(());
     #[cfg(debug_assertions)]

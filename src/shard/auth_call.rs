@@ -4,27 +4,24 @@
 //! open at once, each given `auth.url_timeout_ms` in all (connect, write,
 //! answer). The client waits in `Phase::Checking` meanwhile.
 //!
-//! Owns: the in-flight count, the call task, and what its verdict does to
+//! Owns: the in-flight count, and what a call's verdict does to
 //! the connection: admitted (its held frames then handled), or closed as
 //! `auth_denied` / `auth_unavailable` (WebSocket clients get close 1008 /
-//! 1013 first), counted by result. Must never: hold a borrow across an
-//! await, act on a connection that closed or was replaced in its slot
-//! meanwhile (generation-checked `ConnRef`, phase checked), or read an
-//! answer past its head bound.
+//! 1013 first), counted by result. The call itself (connect, send, read
+//! the answer's head, the timeout) is a driver's (`crate::io::auth_http`).
+//! Must never: act on a connection that closed or was replaced in its slot
+//! meanwhile (generation-checked `ConnRef`, phase checked).
 
 use crate::conn::close::CloseReason;
 use crate::conn::conns::{ConnRef, Phase};
 use crate::metrics::AUTH_URL_UNAVAILABLE as UNAVAILABLE;
 use crate::metrics::{AUTH_URL_ALLOW as ALLOW, AUTH_URL_BUSY as BUSY, AUTH_URL_DENY as DENY};
-use crate::proto::auth_url::{self, AuthUrl, Verdict};
+use crate::proto::auth_url::{AuthUrl, Verdict};
 use crate::proto::ws::frame::{encode_close, CloseCode};
+use crate::shard::io::AuthCall;
 use crate::shard::session::{self, Admission};
 use crate::shard::Shard;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::time::Duration;
-
-/// Bytes read from the auth service per read.
-const READ_CHUNK_BYTES: usize = 2048;
 
 impl Shard {
     /// Puts `conn`'s auth frame body to the auth URL; the connection is
@@ -51,49 +48,16 @@ impl Shard {
             url.request(token_body, session.ip, transport)
         };
         self.auth_calls_in_flight.set(self.auth_calls_in_flight.get() + 1);
-        let shard = self.rc();
-        let addr = url.addr;
-        glommio::spawn_local(async move {
-            let timeout = Duration::from_millis(shard.config.auth.url_timeout_ms);
-            let verdict = futures_lite::future::or(exchange(addr, request), async move {
-                glommio::timer::sleep(timeout).await;
-                Verdict::Unavailable(format!("no answer within {} ms", timeout.as_millis()))
-            })
-            .await;
-            shard.auth_calls_in_flight.set(shard.auth_calls_in_flight.get() - 1);
-            settle(&shard, conn, verdict, admission);
-        })
-        .detach();
+        let timeout = Duration::from_millis(self.config.auth.url_timeout_ms);
+        let call = AuthCall { conn, addr: url.addr, request, timeout, admission };
+        self.io.call_auth_url(self.rc(), call);
         Ok(())
     }
-}
 
-/// One call: connect, send the request, read until the answer's head is
-/// complete (or the connection ends).
-async fn exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> Verdict {
-    let mut stream = match glommio::net::TcpStream::connect(addr).await {
-        Ok(stream) => stream,
-        Err(e) => return Verdict::Unavailable(format!("cannot connect to {addr}: {e}")),
-    };
-    if let Err(e) = stream.write_all(&request).await {
-        return Verdict::Unavailable(format!("cannot send to {addr}: {e}"));
-    }
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; READ_CHUNK_BYTES];
-    loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) => {
-                return auth_url::verdict(&answer)
-                    .unwrap_or_else(|| Verdict::Unavailable(format!("{addr} closed before answering")))
-            }
-            Ok(n) => {
-                answer.extend_from_slice(&chunk[..n]);
-                if let Some(verdict) = auth_url::verdict(&answer) {
-                    return verdict;
-                }
-            }
-            Err(e) => return Verdict::Unavailable(format!("cannot read from {addr}: {e}")),
-        }
+    /// The auth URL's verdict on `conn` (or the driver's: no answer in time).
+    pub fn on_auth_verdict(&self, conn: ConnRef, verdict: Verdict, admission: Admission) {
+        self.auth_calls_in_flight.set(self.auth_calls_in_flight.get() - 1);
+        settle(self, conn, verdict, admission);
     }
 }
 

@@ -32,6 +32,20 @@ const BROADCAST_STEP_MS: u64 = 10;
 /// cannot pile up slow walks, each holding its message, without bound.
 const THROTTLED_WALKS_MAX: usize = 16;
 
+/// A throttled broadcast on this shard, stepped by `Shard::walk_step`.
+pub struct Walk {
+    op: i32,
+    payload: Payload,
+    /// Slots per step, and the wait between steps.
+    step: u32,
+    step_ms: u64,
+    /// The slot count when the broadcast was applied: the walk ends there.
+    end_slot: u32,
+    cursor: Rc<WalkCursor>,
+    /// The walk started before this one, which this one never passes.
+    ahead: Option<Rc<WalkCursor>>,
+}
+
 /// How far a throttled broadcast walk has come on this shard.
 #[derive(Default)]
 pub struct WalkCursor {
@@ -147,7 +161,6 @@ impl Shard {
         // A throttled walk: about `conns_per_s` slots a second, in steps.
         // It never passes the walk started before it (throttled broadcasts
         // reach each connection in the order they were applied).
-        let shard = self.rc();
         let step = ((conns_per_s as u64 * BROADCAST_STEP_MS / 1000).max(1)) as u32;
         let step_ms = (step as u64 * 1000 / conns_per_s as u64).max(1);
         let cursor = Rc::new(WalkCursor::default());
@@ -156,27 +169,31 @@ impl Shard {
         // end, so a walk that is done never moves again and the one behind it
         // cannot pass the one ahead of both.
         let end_slot = self.state.borrow().conns.slot_count();
-        glommio::spawn_local(async move {
-            loop {
-                let next = cursor.next.get();
-                if next >= end_slot || shard.stopping.get() {
-                    cursor.done.set(true);
-                    shard.throttled_walks.set(shard.throttled_walks.get() - 1);
-                    return;
-                }
-                let limit = match &ahead {
-                    Some(ahead) if !ahead.done.get() => ahead.next.get().min(end_slot),
-                    _ => end_slot,
-                };
-                let end = next.saturating_add(step).min(limit);
-                if end > next {
-                    shard.deliver_all_slots(op, &payload, next, end);
-                    cursor.next.set(end);
-                }
-                glommio::timer::sleep(Duration::from_millis(step_ms)).await;
-            }
-        })
-        .detach();
+        let walk = Walk { op, payload, step, step_ms, end_slot, cursor, ahead };
+        self.io.run_walk(self.rc(), walk);
+    }
+
+    /// One step of a throttled walk: the next slots it may reach, at most
+    /// `step` of them and never past the walk ahead of it. Returns how long
+    /// to wait before the next step, or `None` when the walk is done.
+    pub fn walk_step(&self, walk: &Walk) -> Option<Duration> {
+        let Walk { op, payload, step, step_ms, end_slot, cursor, ahead } = walk;
+        let next = cursor.next.get();
+        if next >= *end_slot || self.stopping.get() {
+            cursor.done.set(true);
+            self.throttled_walks.set(self.throttled_walks.get() - 1);
+            return None;
+        }
+        let limit = match ahead {
+            Some(ahead) if !ahead.done.get() => ahead.next.get().min(*end_slot),
+            _ => *end_slot,
+        };
+        let end = next.saturating_add(*step).min(limit);
+        if end > next {
+            self.deliver_all_slots(*op, payload, next, end);
+            cursor.next.set(end);
+        }
+        Some(Duration::from_millis(*step_ms))
     }
 
     fn deliver_all_slots(&self, op: i32, payload: &Payload, from: u32, to: u32) {

@@ -21,8 +21,9 @@ pub mod auth_call;
 pub mod bus_side;
 pub mod dispatch;
 pub mod fanout;
-pub mod flusher;
-pub mod poller;
+pub mod flush;
+pub mod intake;
+pub mod io;
 pub mod positions;
 pub mod queue;
 pub mod report;
@@ -30,7 +31,6 @@ pub mod send;
 pub mod sequencing;
 pub mod session;
 pub mod websocket;
-pub mod writer;
 
 use crate::config::Config;
 use crate::conn::close::CloseReason;
@@ -111,8 +111,9 @@ pub struct Shard {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Client connections this shard accepts at most.
     pub conns_max: usize,
-    /// The epoll set of this shard's client sockets (see `poller`).
-    pub epoll_fd: Cell<i32>,
+    /// Carries out what the core asks of the world: writes, watches and
+    /// closes of client sockets, walk waits, auth URL calls (`crate::io`).
+    pub io: Rc<dyn io::ShardIo>,
     /// Throttled `push/all` walks running on this shard.
     pub throttled_walks: Cell<usize>,
     /// The cursor of the throttled walk started last (the next one follows it).
@@ -154,10 +155,10 @@ pub struct Shard {
 pub const READ_SCRATCH_BYTES: usize = 64 * 1024;
 
 impl Shard {
-    pub fn new(id: usize, shards: usize, config: Arc<Config>, conns_max: usize) -> Shard {
+    pub fn new(id: usize, shards: usize, config: Arc<Config>, conns_max: usize, io: Rc<dyn io::ShardIo>) -> Shard {
         let horizon_ms = config.idle_deadline_ms().max(config.protocol.handshake_timeout_ms);
         let horizon_ticks = (horizon_ms / wheel::TICK_MS + 1) as u32;
-        let seed = random_seed() ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let seed = io.random_seed() ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Shard {
             id,
             shards,
@@ -187,7 +188,7 @@ impl Shard {
             plain_scratch: RefCell::new(Vec::new()),
             tls_config: None,
             conns_max,
-            epoll_fd: Cell::new(-1),
+            io,
             throttled_walks: Cell::new(0),
             last_walk: RefCell::new(None),
             started: Instant::now(),
@@ -502,14 +503,4 @@ fn history_bounds(config: &Config, shards: usize) -> HistoryBounds {
         age_max_ms: history.age_max_s.saturating_mul(1000),
         bytes_max: history.bytes_max / shards.max(1),
     }
-}
-
-fn random_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = file.read_exact(&mut bytes);
-    }
-    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    u64::from_le_bytes(bytes) ^ time
 }

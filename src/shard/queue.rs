@@ -108,7 +108,7 @@ impl Shard {
     fn count_drop(&self, key: &str, frames: u64) {
         let mut stats = self.stats.borrow_mut();
         stats.dropped_messages += frames;
-        let now = self.started.elapsed().as_secs() + 1;
+        let now = self.now_ms() / 1000 + 1;
         if self.last_drop_log_s.replace(now) != now {
             crate::log_warn!(
                 "shard {}: outbound queue full, message dropped for {key} ({} dropped so far)",

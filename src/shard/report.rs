@@ -16,7 +16,7 @@ const REPORT_PART_SHARE: usize = 2;
 impl Shard {
     pub(super) fn on_report(&self, report: &Report) {
         let Some(bus) = &self.bus else { return };
-        let unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let unix_ns = self.unix_ms() as u128 * 1_000_000;
         let change = bus.nodes.borrow_mut().apply(report, self.now_ms(), unix_ns);
         if change == crate::route::nodes::Change::Membership {
             crate::log_info!("shard {}: node {} joined the cluster", self.id, report.node);

@@ -266,9 +266,8 @@ pub fn unregister(shard: &Shard, conn: ConnRef) {
     if session.tls.as_ref().is_some_and(|tls| tls.is_handshaking()) {
         shard.tls_handshakes.set(shard.tls_handshakes.get().saturating_sub(1));
     }
-    // SAFETY: the fd was accepted by this shard's poller and is owned by the
-    // session, which has just been removed: nothing else closes it.
-    unsafe { libc::close(session.fd) };
+    // The session owned the socket and has just been removed: nothing else closes it.
+    shard.io.close(session.fd);
     let reason = session.close_reason.unwrap_or(CloseReason::ClientClosed);
     shard.stats.borrow_mut().closed[reason.index()] += 1;
     crate::log_debug!("shard {}: connection {} closed: {}", shard.id, session.key, reason.name());

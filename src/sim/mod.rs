@@ -146,7 +146,7 @@ impl World {
             let config = Arc::new(Config::parse(&text).expect("the simulation's config is valid"));
             first_of_node.push(shards.len());
             for id in 0..count {
-                let mut shard = Shard::new(id, count, config.clone(), CLIENTS_MAX * 4);
+                let mut shard = Shard::new(id, count, config.clone(), CLIENTS_MAX * 4, crate::io::Epoll::new());
                 shard.reseed(seed ^ (shards.len() as u64) << 8);
                 if clustered {
                     shard.bus = Some(crate::route::bus::Bus::new(&config.cluster, &format!("n{node}"), id));
@@ -343,7 +343,7 @@ impl World {
         let index = self.below(self.clients.len());
         let client = &self.clients[index];
         let shard = &self.shards[client.shard];
-        crate::shard::poller::read(shard, client.conn);
+        crate::io::poller::read(shard, client.conn);
         shard.reap();
     }
 
@@ -454,7 +454,7 @@ impl World {
             let mut moved = false;
             for index in 0..self.clients.len() {
                 let client = &self.clients[index];
-                crate::shard::poller::read(&self.shards[client.shard], client.conn);
+                crate::io::poller::read(&self.shards[client.shard], client.conn);
             }
             for from in 0..self.shards.len() {
                 for to in 0..self.shards.len() {

@@ -3,98 +3,17 @@
 //! Every byte a client receives leaves through `write_out`: the outbox's
 //! chunks, up to 64 in one `sendmsg` on a plain socket; on WSS the same
 //! chunks encrypted by rustls, whose records leave through the same
-//! `sendmsg` (`Socket`). `write_session` is the one place that settles what
-//! a write left: drained (EPOLLOUT off), blocked (EPOLLOUT on: the poller
-//! writes the rest when the kernel has room) or broken (closed as
-//! `io_error`). The flusher, the poller (EPOLLOUT, TLS handshake records)
-//! and the WebSocket handshake answer and close frames all go through it,
-//! so a 101 or a close frame the kernel refuses waits for EPOLLOUT like
-//! any push, never in rustls for something else to write.
+//! `sendmsg` (`Socket`). What a write left is settled by the core
+//! (`shard::flush::write_session`).
 //!
-//! Must never: block (MSG_DONTWAIT), raise SIGPIPE (MSG_NOSIGNAL), write a
-//! held session's bytes past its open prefix (`Outbox::push_open`: the 101
-//! goes out before the auth reply, which waits for the directory), or free
-//! a session (a broken one is marked closed and reaped after the pass).
+//! Must never: block (MSG_DONTWAIT), raise SIGPIPE (MSG_NOSIGNAL), or write
+//! a held session's bytes past its open prefix (`Outbox::sendable_bytes`).
 
-use super::{Shard, State};
-use crate::conn::close::CloseReason;
-use crate::conn::conns::{ConnRef, Session};
+use crate::conn::conns::Session;
 use crate::delivery::outbox::IOVECS_PER_WRITE_MAX;
+use crate::shard::io::WriteOutcome;
 use std::io::Write;
 use std::os::unix::io::RawFd;
-
-/// What a write attempt left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// Nothing that may leave now is left.
-    Drained,
-    /// The kernel's send buffer is full; the rest waits for EPOLLOUT.
-    Blocked,
-    /// The connection is broken.
-    Broken,
-}
-
-/// A change the epoll set needs after a write: (socket, watch EPOLLOUT).
-pub type Watch = (RawFd, bool);
-
-/// Writes what `conn` may send now and settles the outcome; returns the
-/// epoll change it needs (applied by the caller once no borrow is held).
-/// Bytes written are added to `written_by` per transport.
-pub fn write_session(state: &mut State, conn: ConnRef, written_by: &mut [u64]) -> Option<Watch> {
-    let session = state.conns.get_mut(conn)?;
-    if session.close_reason.is_some() {
-        return None;
-    }
-    let transport = crate::shard::queue::transport_of(session);
-    let mut written = 0;
-    let outcome = write_out(session, &mut written);
-    written_by[transport] += written;
-    match outcome {
-        WriteOutcome::Drained if session.write_blocked => {
-            session.write_blocked = false;
-            Some((session.fd, false))
-        }
-        WriteOutcome::Drained => None,
-        WriteOutcome::Blocked if !session.write_blocked => {
-            session.write_blocked = true;
-            Some((session.fd, true))
-        }
-        WriteOutcome::Blocked => None,
-        WriteOutcome::Broken => {
-            state.close(conn, CloseReason::IoError);
-            None
-        }
-    }
-}
-
-impl Shard {
-    /// Writes `conn` now (EPOLLOUT, TLS records, a WebSocket handshake
-    /// answer or close frame), outside the flusher's pass.
-    pub fn write_now(&self, conn: ConnRef) {
-        let mut written_by = [0u64; crate::metrics::TRANSPORTS.len()];
-        let watch = write_session(&mut self.state.borrow_mut(), conn, &mut written_by);
-        let mut stats = self.stats.borrow_mut();
-        for (total, written) in stats.bytes_written.iter_mut().zip(written_by) {
-            *total += written;
-        }
-        drop(stats);
-        if let Some((fd, writable)) = watch {
-            crate::shard::poller::watch(self, fd, conn, writable, libc::EPOLL_CTL_MOD);
-        }
-    }
-
-    /// Queues `bytes` (a handshake answer or a close frame) so they may
-    /// leave even before the auth reply is released, and writes them now.
-    /// Behind bytes still held they queue as any chunk and leave after them.
-    pub fn write_control(&self, conn: ConnRef, bytes: Vec<u8>) {
-        {
-            let mut state = self.state.borrow_mut();
-            let Some(session) = state.conns.get_mut(conn) else { return };
-            session.outbox.push_open(std::rc::Rc::new(bytes.into()));
-        }
-        self.write_now(conn);
-    }
-}
 
 /// Writes as much as the kernel takes of what `session` may send now, one
 /// `sendmsg` per 64 chunks (through TLS on the WSS port).

@@ -9,14 +9,17 @@
 //! readiness runs on the shard's blocking thread (pinned to the same CPU),
 //! so the executor keeps serving the API, the mesh and the flusher.
 //!
-//! Owns: accepting, reading (through the shard's scratch buffer) and
-//! writing what the flusher could not (on EPOLLOUT). Must never: block the
-//! executor, read more than `READS_PER_EVENT_MAX` times from one socket in
-//! one pass, or close a socket itself (closing is deferred to `reap`).
+//! Owns: accepting (the admission itself is the core's, `Shard::accepted`),
+//! reading (through the shard's scratch buffer, handed to the session or,
+//! on WSS, to `Shard::on_ciphertext`) and asking the core to write what the
+//! flusher could not (on EPOLLOUT). Must never: block the executor, read
+//! more than `READS_PER_EVENT_MAX` times from one socket in one pass, or
+//! close a connection's socket itself (closing is deferred to `reap`).
 
-use super::{session, Shard};
 use crate::conn::close::CloseReason;
-use crate::conn::conns::{ConnRef, Session};
+use crate::conn::conns::ConnRef;
+use crate::shard::intake::Transport;
+use crate::shard::{session, Shard};
 use std::net::IpAddr;
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
@@ -35,14 +38,6 @@ const WAIT_TIMEOUT_MS: i32 = 200;
 const TCP_LISTENER_TOKEN: u64 = u64::MAX;
 const WS_LISTENER_TOKEN: u64 = u64::MAX - 1;
 const WSS_LISTENER_TOKEN: u64 = u64::MAX - 2;
-
-/// What a listener's connections speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Tcp,
-    WebSocket,
-    SecureWebSocket,
-}
 
 /// The client listeners of one shard.
 #[derive(Debug, Clone, Copy)]
@@ -90,19 +85,18 @@ pub fn create(listeners: Listeners) -> std::io::Result<RawFd> {
 }
 
 /// Sets which events wake `conn`: readable, plus writable while blocked.
-pub fn watch(shard: &Shard, fd: RawFd, conn: ConnRef, writable: bool, op: libc::c_int) {
+pub fn watch(epoll_fd: RawFd, fd: RawFd, conn: ConnRef, writable: bool, op: libc::c_int) {
     let mut events = libc::EPOLLIN | libc::EPOLLRDHUP;
     if writable {
         events |= libc::EPOLLOUT;
     }
     let mut event = libc::epoll_event { events: events as u32, u64: token(conn) };
     // SAFETY: both fds are open and owned by this shard.
-    unsafe { libc::epoll_ctl(shard.epoll_fd.get(), op, fd, &mut event) };
+    unsafe { libc::epoll_ctl(epoll_fd, op, fd, &mut event) };
 }
 
 /// Serves the listener and every client socket of `shard` until shutdown.
-pub async fn run(shard: Rc<Shard>, listeners: Listeners) {
-    let epoll_fd = shard.epoll_fd.get();
+pub async fn run(shard: Rc<Shard>, epoll_fd: RawFd, listeners: Listeners) {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
     let mut listening = true;
     while !shard.stopping.get() {
@@ -113,7 +107,7 @@ pub async fn run(shard: Rc<Shard>, listeners: Listeners) {
         // SAFETY: `events` has room for EVENTS_MAX entries.
         let ready = unsafe { libc::epoll_wait(epoll_fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
         if ready > 0 {
-            handle(&shard, listeners, &events[..ready as usize]);
+            handle(&shard, epoll_fd, listeners, &events[..ready as usize]);
             shard.reap();
             futures_lite::future::yield_now().await;
             continue;
@@ -131,7 +125,7 @@ pub async fn run(shard: Rc<Shard>, listeners: Listeners) {
             .await;
         events = buffer;
         if ready > 0 && !shard.stopping.get() {
-            handle(&shard, listeners, &events[..ready as usize]);
+            handle(&shard, epoll_fd, listeners, &events[..ready as usize]);
             shard.reap();
         } else if ready < 0 {
             glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -154,7 +148,7 @@ fn stop_listening(epoll_fd: RawFd, listeners: Listeners) {
     }
 }
 
-fn handle(shard: &Shard, listeners: Listeners, events: &[libc::epoll_event]) {
+fn handle(shard: &Shard, epoll_fd: RawFd, listeners: Listeners, events: &[libc::epoll_event]) {
     for event in events {
         let token = event.u64;
         let listener = match token {
@@ -165,7 +159,7 @@ fn handle(shard: &Shard, listeners: Listeners, events: &[libc::epoll_event]) {
         };
         if let Some((fd, transport)) = listener {
             if let Some(fd) = fd {
-                accept(shard, fd, transport);
+                accept(shard, epoll_fd, fd, transport);
             }
             continue;
         }
@@ -182,7 +176,7 @@ fn handle(shard: &Shard, listeners: Listeners, events: &[libc::epoll_event]) {
 
 /// Accepts up to `ACCEPTS_PER_PASS_MAX` connections; past `conns_max` a
 /// connection is closed at once (counted).
-fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
+fn accept(shard: &Shard, epoll_fd: RawFd, listener_fd: RawFd, transport: Transport) {
     for _ in 0..ACCEPTS_PER_PASS_MAX {
         // SAFETY: sockaddr_storage is plain data; accept4 fills at most `len` bytes.
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -202,26 +196,12 @@ fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
             }
             return;
         }
-        if shard.state.borrow().conns.len() >= shard.conns_max {
-            shard.stats.borrow_mut().refused_full += 1;
-            crate::log_warn!("shard {}: connection limit {} reached, refusing", shard.id, shard.conns_max);
+        let ip = peer_ip(&addr).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let Some(conn) = shard.accepted(fd, ip, transport) else {
             // SAFETY: fd was just accepted and is not registered anywhere.
             unsafe { libc::close(fd) };
             continue;
-        }
-        let ip = peer_ip(&addr).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let per_ip_max = shard.config.limits.connections_per_ip_per_s_max;
-        if per_ip_max > 0 {
-            let share = crate::conn::rate::per_shard_share(per_ip_max, shard.shards);
-            let now_s = shard.coarse_ms() / 1000;
-            if !shard.ip_rate.borrow_mut().admit(ip, now_s, share) {
-                shard.stats.borrow_mut().refused_ip_rate += 1;
-                crate::log_warn!("shard {}: {ip} opens connections faster than {per_ip_max}/s, refusing", shard.id);
-                // SAFETY: fd was just accepted and is not registered anywhere.
-                unsafe { libc::close(fd) };
-                continue;
-            }
-        }
+        };
         let nodelay: libc::c_int = 1;
         // SAFETY: setting an int option on a socket we own.
         unsafe {
@@ -233,43 +213,7 @@ fn accept(shard: &Shard, listener_fd: RawFd, transport: Transport) {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        let deadline_tick = shard.tick_after_ms(shard.config.protocol.handshake_timeout_ms);
-        let conn = {
-            let mut state = shard.state.borrow_mut();
-            let mut session = Session::accepted(fd, ip, deadline_tick);
-            if transport != Transport::Tcp {
-                // One goim frame per message, as goim's clients send them.
-                let message_bytes_max = shard.config.limits.frame_body_bytes_max + 16;
-                session.ws = Some(Box::new(crate::conn::conns::WsState::upgrading(message_bytes_max)));
-            }
-            if transport == Transport::SecureWebSocket {
-                let handshakes_max = shard.config.wss.handshakes_per_shard_max;
-                if shard.tls_handshakes.get() >= handshakes_max {
-                    drop(state);
-                    shard.stats.borrow_mut().refused_tls_handshakes += 1;
-                    crate::log_warn!("shard {}: {handshakes_max} TLS handshakes in progress, refusing", shard.id);
-                    // SAFETY: fd was just accepted and is not registered anywhere.
-                    unsafe { libc::close(fd) };
-                    continue;
-                }
-                match shard.tls_config.as_ref().map(|c| rustls::ServerConnection::new(c.clone())) {
-                    Some(Ok(tls)) => {
-                        session.tls = Some(Box::new(tls));
-                        shard.tls_handshakes.set(shard.tls_handshakes.get() + 1);
-                    }
-                    _ => {
-                        // SAFETY: fd was just accepted and is not registered anywhere.
-                        unsafe { libc::close(fd) };
-                        continue;
-                    }
-                }
-            }
-            let conn = state.conns.insert(session);
-            state.wheel.insert(conn, deadline_tick);
-            conn
-        };
-        shard.stats.borrow_mut().accepted += 1;
-        watch(shard, fd, conn, false, libc::EPOLL_CTL_ADD);
+        watch(epoll_fd, fd, conn, false, libc::EPOLL_CTL_ADD);
     }
 }
 
@@ -312,7 +256,7 @@ pub(crate) fn read(shard: &Shard, conn: ConnRef) {
         }
         let received = received as usize;
         if tls {
-            if !read_tls(shard, conn, &scratch[..received]) {
+            if !shard.on_ciphertext(conn, &scratch[..received]) {
                 return;
             }
         } else {
@@ -328,51 +272,6 @@ pub(crate) fn read(shard: &Shard, conn: ConnRef) {
             _ => return,
         }
     }
-}
-
-/// Decrypts what arrived on a WSS connection, hands the plaintext on and
-/// sends what TLS wants to say (handshake records). False: stop reading.
-fn read_tls(shard: &Shard, conn: ConnRef, ciphertext: &[u8]) -> bool {
-    let mut plain = std::mem::take(&mut *shard.plain_scratch.borrow_mut());
-    plain.clear();
-    let decrypted = {
-        let mut state = shard.state.borrow_mut();
-        match state.conns.get_mut(conn).and_then(|s| s.tls.as_mut()) {
-            Some(tls) => {
-                let was_handshaking = tls.is_handshaking();
-                let decrypted = crate::conn::tls::decrypt(tls, ciphertext, &mut plain);
-                if was_handshaking && !tls.is_handshaking() {
-                    shard.tls_handshakes.set(shard.tls_handshakes.get().saturating_sub(1));
-                }
-                decrypted
-            }
-            None => Ok(true),
-        }
-    };
-    let keep_reading = match decrypted {
-        Ok(peer_closed) => {
-            if !plain.is_empty() {
-                session::on_bytes(shard, conn, &mut plain);
-            }
-            if peer_closed {
-                shard.state.borrow_mut().close(conn, CloseReason::ClientClosed);
-            }
-            !peer_closed
-        }
-        Err(error) => {
-            crate::log_debug!("shard {}: TLS error: {error}", shard.id);
-            shard.state.borrow_mut().close(conn, CloseReason::BadHandshake);
-            false
-        }
-    };
-    *shard.plain_scratch.borrow_mut() = plain;
-    send_tls_records(shard, conn);
-    keep_reading
-}
-
-/// Writes pending TLS records (handshake, alerts) now; EPOLLOUT if blocked.
-fn send_tls_records(shard: &Shard, conn: ConnRef) {
-    shard.write_now(conn);
 }
 
 /// EPOLLOUT on a blocked connection: write what the flusher left.
