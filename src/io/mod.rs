@@ -9,8 +9,8 @@
 //! - `tasks`: the waits of throttled broadcast walks, and the auth URL's
 //!   calls over TCP.
 //!
-//! `Epoll` is the `ShardIo` of a running server (the simulation test uses
-//! it too, over socket pairs). Must never: decide anything the core
+//! `Epoll` is the `ShardIo` of a running server (the simulation test gives
+//! the same core its own, in-memory one: `sim::pipes`). Must never: decide anything the core
 //! decides (limits, the slow-consumer policy, what a frame means): a driver
 //! only does what the core asked and hands back what happened.
 

@@ -46,6 +46,15 @@ pub struct Plan<T> {
     pub unreachable: Option<BusError>,
 }
 
+/// Where a room's numbered pushes go (the hot path: no list is built).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// Shards 0..n of this node, over the mesh.
+    Shards(usize),
+    /// The room's subject on the bus.
+    Subject(String),
+}
+
 /// The placement of names as seen from one shard.
 pub struct Placement<'a> {
     shards: usize,
@@ -112,10 +121,10 @@ impl<'a> Placement<'a> {
 
     /// Where a room's numbered pushes go from its sequencer: every shard of
     /// this node, or clustered, the room's subject.
-    pub fn members(&self, room: &str) -> Vec<Dest> {
+    pub fn members(&self, room: &str) -> Members {
         match self.bus {
-            None => (0..self.shards).map(Dest::local).collect(),
-            Some(bus) => vec![Dest::Subject(bus.subjects.room(room))],
+            None => Members::Shards(self.shards),
+            Some(bus) => Members::Subject(bus.subjects.room(room)),
         }
     }
 

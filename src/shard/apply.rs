@@ -10,8 +10,11 @@
 use crate::conn::close::CloseReason;
 use crate::conn::conns::ConnRef;
 use crate::order::sequencer::{Joined, Recovery, Refusal};
+use crate::order::tickets::Ack;
 use crate::route::bus::BusError;
 use crate::route::command::{Attached, Command, Dest};
+use crate::route::placement::Members;
+use crate::shard::sequencing::Numbered;
 use crate::shard::Shard;
 use std::sync::Arc;
 
@@ -136,21 +139,28 @@ impl Shard {
     /// The room's sequencer: the next offset, kept in the history, then to
     /// every shard with members (`Placement::members`), each returning its
     /// share of `ack` once applied.
-    fn sequence_room(&self, room: Arc<str>, frame: bytes::Bytes, ack: crate::order::tickets::Ack) {
-        let numbered = self.number(&room, &frame);
-        let plan = crate::route::placement::Plan {
-            sends: self.placement().members(&room).into_iter().map(|dest| (dest, ())).collect(),
-            unreachable: None,
-        };
-        let (offset, new_epoch, epoch) = (numbered.offset, numbered.new_epoch, numbered.epoch);
-        self.send_planned(plan, ack, |(), ack| Command::Room {
+    fn sequence_room(&self, room: Arc<str>, frame: bytes::Bytes, ack: Ack) {
+        let Numbered { offset, epoch, new_epoch } = self.number(&room, &frame);
+        let push = |ack| Command::Room {
             room: room.clone(),
             epoch: epoch.clone(),
             offset,
             new_epoch,
             frame: frame.clone(),
             ack,
-        });
+        };
+        match self.placement().members(&room) {
+            Members::Shards(shards) => {
+                for (shard, ack) in (0..shards).zip(ack.split(shards)) {
+                    self.send(shard, push(ack));
+                }
+            }
+            // Published once; the share comes back once the bus server has it.
+            Members::Subject(subject) => match self.send_to(Dest::Subject(subject), push(Ack::none(ack.started_us))) {
+                Ok(()) => self.settle_after_bus(ack),
+                Err(error) => self.fail_share(ack, error),
+            },
+        }
     }
 
     /// This shard's share of a broadcast of `speed` connections a second:

@@ -16,7 +16,6 @@ use crate::conn::conns::{ConnRef, Phase};
 use crate::delivery::room::Pushed;
 use crate::order::tickets::Ack;
 use crate::route::command::Command;
-use crate::route::placement::Plan;
 use crate::shard::websocket::Payload;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -255,15 +254,7 @@ impl Shard {
         match self.placement().room_requests(room) {
             // No sequencer to number it: not delivered anywhere, -500.
             Err(error) => self.bus_refused(ack.id, error),
-            Ok(sequencer) => {
-                let plan = Plan { sends: vec![(sequencer, ())], unreachable: None };
-                let room: Arc<str> = Arc::from(room);
-                self.send_planned(plan, ack, |(), ack| Command::Sequence {
-                    room: room.clone(),
-                    frame: frame.clone(),
-                    ack,
-                });
-            }
+            Ok(sequencer) => self.send_request(sequencer, Command::Sequence { room: Arc::from(room), frame, ack }),
         }
     }
 
@@ -277,12 +268,20 @@ impl Shard {
 
     /// GET /goim/room/history: asks the room's sequencer.
     pub fn query_history(&self, room: &str, since: u32, limit: u32, ack: Ack) {
-        let id = ack.id;
-        let sent = self.placement().room_requests(room).and_then(|sequencer| {
-            self.send_to(sequencer, Command::History { room: Arc::from(room), since, limit, ack })
-        });
-        if let Err(error) = sent {
-            self.tickets.borrow_mut().fail(id, error.reason());
+        match self.placement().room_requests(room) {
+            Ok(sequencer) => {
+                // A read the bus cannot take is answered -500, not counted
+                // as a push that failed.
+                let id = ack.id;
+                if let Err(error) =
+                    self.send_to(sequencer, Command::History { room: Arc::from(room), since, limit, ack })
+                {
+                    self.tickets.borrow_mut().fail(id, error.reason());
+                }
+            }
+            Err(error) => {
+                self.tickets.borrow_mut().fail(ack.id, error.reason());
+            }
         }
     }
 }

@@ -56,6 +56,15 @@ impl Shard {
         Ok(())
     }
 
+    /// Sends a request that carries its ticket's share (to a room's
+    /// sequencer): a request the bus cannot take fails its ticket.
+    pub fn send_request(&self, dest: Dest, command: Command) {
+        let share = command.ack().cloned();
+        if let (Err(error), Some(share)) = (self.send_to(dest, command), share) {
+            self.fail_share(share, error);
+        }
+    }
+
     /// Sends each part of `plan` built by `build` with a share of `ack`
     /// (see the module doc); answers -500 when the plan could not reach
     /// every node, or a part could not be sent.

@@ -1,36 +1,14 @@
-//! A simulated goim client on its end of a socket pair: it writes its auth
-//! frame and room changes, reads what the shard wrote, and reports every
-//! frame to the oracle, with what it knows of itself (its room, whether it
-//! waits for a position frame, the offset it expects next).
+//! A simulated goim client on its end of an in-memory pipe (`pipes`): it
+//! writes its auth frame and room changes, reads what the shard wrote, and
+//! reports every frame to the oracle, with what it knows of itself (its
+//! room, whether it waits for a position frame, the offset it expects next).
 
 use super::oracle::Oracle;
+use super::pipes::SimIo;
 use crate::conn::conns::ConnRef;
 use crate::proto::goim::{frame, op};
 use std::os::unix::io::RawFd;
-
-/// Send buffer of the shard's end: small, so a stalled reader blocks writes.
-const SERVER_SEND_BUFFER_BYTES: libc::c_int = 4096;
-
-/// Two connected non-blocking sockets: (the shard's end, the client's end).
-pub fn socket_pair() -> Option<(RawFd, RawFd)> {
-    let mut fds = [0 as RawFd; 2];
-    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: setting an int option on a socket just created.
-    unsafe {
-        libc::setsockopt(
-            fds[0],
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &SERVER_SEND_BUFFER_BYTES as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    Some((fds[0], fds[1]))
-}
+use std::rc::Rc;
 
 /// Where a client is in its room, as far as it can tell from what it read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +25,7 @@ pub enum Membership {
 pub struct Client {
     pub id: usize,
     fd: RawFd,
+    io: Rc<SimIo>,
     pub shard: usize,
     pub conn: ConnRef,
     pub key: String,
@@ -80,6 +59,7 @@ impl Client {
     #[allow(clippy::too_many_arguments)]
     pub fn connect(
         id: usize,
+        io: Rc<SimIo>,
         fd: RawFd,
         shard: usize,
         conn: ConnRef,
@@ -100,6 +80,7 @@ impl Client {
         let client = Client {
             id,
             fd,
+            io,
             shard,
             conn,
             key,
@@ -123,15 +104,23 @@ impl Client {
         client
     }
 
+    /// Its pipe's descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
     pub fn gone(&self) -> bool {
         self.left || self.closed
     }
 
     fn write(&self, bytes: &[u8]) {
-        // SAFETY: writing from a live buffer to our own socket. A full
-        // socket (never, for these few small frames) would only drop the
-        // request, which the oracle would then see as a missing answer.
-        unsafe { libc::write(self.fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+        self.io.with(self.fd, |pipe| pipe.to_server.extend_from_slice(bytes));
+    }
+
+    /// Closes its side of the pipe.
+    fn close(&self) {
+        self.io.with(self.fd, |pipe| pipe.client_closed = true);
+        self.io.forget_if_done(self.fd);
     }
 
     /// Op 12 to `room` ("" leaves the room).
@@ -146,8 +135,7 @@ impl Client {
     /// Closes the socket. Returns the position to recover from, if it had one.
     pub fn leave(&mut self) -> Option<(String, String, u32)> {
         self.left = true;
-        // SAFETY: our own descriptor, closed once.
-        unsafe { libc::close(self.fd) };
+        self.close();
         match &self.membership {
             Membership::In { room, next: Some((epoch, next)), .. } if self.replay_left == 0 => {
                 Some((room.clone(), epoch.clone(), next - 1))
@@ -159,22 +147,16 @@ impl Client {
     /// Reads everything the socket holds and hands each whole frame to the
     /// oracle. Returns the bytes read.
     pub fn read(&mut self, step: u64, oracle: &mut Oracle) -> Result<usize, String> {
-        let mut total = 0;
-        let mut buffer = [0u8; 16 * 1024];
-        loop {
-            // SAFETY: reading into a stack buffer of its own length.
-            let n = unsafe { libc::recv(self.fd, buffer.as_mut_ptr() as *mut libc::c_void, buffer.len(), 0) };
-            if n == 0 {
-                self.closed = true;
-                // SAFETY: our own descriptor, closed once (`left` is false here).
-                unsafe { libc::close(self.fd) };
-                break;
-            }
-            if n < 0 {
-                break;
-            }
-            total += n as usize;
-            self.unread.extend_from_slice(&buffer[..n as usize]);
+        let (bytes, closed) = self
+            .io
+            .with(self.fd, |pipe| (std::mem::take(&mut pipe.to_client), pipe.server_closed))
+            .unwrap_or((Vec::new(), true));
+        let total = bytes.len();
+        self.unread.extend_from_slice(&bytes);
+        if closed {
+            // Everything the shard wrote before closing is read: the end of the stream.
+            self.closed = true;
+            self.close();
         }
         let unread = std::mem::take(&mut self.unread);
         let mut at = 0;
@@ -228,8 +210,7 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         if !self.gone() {
-            // SAFETY: our own descriptor, not closed yet.
-            unsafe { libc::close(self.fd) };
+            self.close();
         }
     }
 }

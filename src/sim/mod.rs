@@ -6,10 +6,13 @@
 //! delayed against each other), runs a shard's flusher pass when it likes,
 //! and lets clients and publishers act in between.
 //!
-//! Clients are real sockets (AF_UNIX socket pairs with small send buffers,
-//! so a reader that stalls fills its socket and then its outbox): a client
-//! writes goim frames, the shard reads them through the poller's read path,
-//! and the client parses what the shard's writer sent. Publishers call the
+//! The shards run on `pipes::SimIo` instead of `crate::io`'s drivers: the
+//! shard core does no I/O of its own (tests/layering.rs), so the same core
+//! that serves sockets in production runs here on in-memory pipes with
+//! small send buffers (a reader that stalls fills its pipe, then its
+//! outbox). A client writes goim frames, the shard's session reads them as
+//! the poller would hand them over, and the client parses what the shard's
+//! flusher wrote. Publishers call the
 //! same `push_*` methods the HTTP API calls, with its tickets and its
 //! pipelining classes (`api::endpoints::Request::class`).
 //!
@@ -24,17 +27,18 @@ mod client;
 mod cluster;
 mod nats;
 mod oracle;
+mod pipes;
 mod publisher;
 mod tests;
 
 use crate::config::Config;
-use crate::conn::conns::Session;
 use crate::route::mesh::Batch;
 use crate::shard::Shard;
 use crate::test_rng::XorShift;
 use client::Client;
 use nats::NatsSim;
 use oracle::Oracle;
+use pipes::SimIo;
 use publisher::Publisher;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -116,6 +120,8 @@ pub struct World {
     oracle: Oracle,
     /// The simulated nats-server of a clustered run.
     nats: Option<NatsSim>,
+    /// The shards' world: in-memory sockets, walks stepped here.
+    io: Rc<SimIo>,
     /// Positions left behind by clients that went away: (room, epoch,
     /// offset), for later clients to recover from.
     left_at: Vec<(String, String, u32)>,
@@ -134,6 +140,7 @@ impl World {
         } else {
             vec![2 + (rng.next() % 3) as usize]
         };
+        let io = Rc::new(SimIo::default());
         let mut shards = Vec::new();
         let mut node_of = Vec::new();
         let mut first_of_node = Vec::new();
@@ -146,7 +153,7 @@ impl World {
             let config = Arc::new(Config::parse(&text).expect("the simulation's config is valid"));
             first_of_node.push(shards.len());
             for id in 0..count {
-                let mut shard = Shard::new(id, count, config.clone(), CLIENTS_MAX * 4, crate::io::Epoll::new());
+                let mut shard = Shard::new(id, count, config.clone(), CLIENTS_MAX * 4, io.clone());
                 shard.reseed(seed ^ (shards.len() as u64) << 8);
                 if clustered {
                     shard.bus = Some(crate::route::bus::Bus::new(&config.cluster, &format!("n{node}"), id));
@@ -176,6 +183,7 @@ impl World {
             first_of_node,
             channels,
             nats,
+            io,
             clients: Vec::new(),
             publishers,
             oracle: Oracle::default(),
@@ -341,10 +349,39 @@ impl World {
             return;
         }
         let index = self.below(self.clients.len());
+        self.server_read(index);
+        self.shards[self.clients[index].shard].reap();
+    }
+
+    /// What a readable event brings the shard: the bytes the client wrote
+    /// (handed to its session), or the end of its stream.
+    fn server_read(&self, index: usize) {
         let client = &self.clients[index];
         let shard = &self.shards[client.shard];
-        crate::io::poller::read(shard, client.conn);
-        shard.reap();
+        let open = shard.state.borrow().conns.get(client.conn).is_some_and(|s| s.close_reason.is_none());
+        if !open {
+            return;
+        }
+        let taken = self.io.with(client.fd(), |pipe| (std::mem::take(&mut pipe.to_server), pipe.client_closed));
+        let (mut bytes, client_closed) = taken.unwrap_or((Vec::new(), true));
+        if !bytes.is_empty() {
+            crate::shard::session::on_bytes(shard, client.conn, &mut bytes);
+        } else if client_closed {
+            shard.close(client.conn, crate::conn::close::CloseReason::ClientClosed);
+        }
+    }
+
+    /// Each throttled broadcast walk takes one step (the wait a timer would
+    /// make is the simulator's to choose).
+    fn step_walks(&self) -> bool {
+        let walks = std::mem::take(&mut *self.io.walks.borrow_mut());
+        let stepped = !walks.is_empty();
+        for (shard, walk) in walks {
+            if shard.walk_step(&walk).is_some() {
+                self.io.walks.borrow_mut().push((shard, walk));
+            }
+        }
+        stepped
     }
 
     /// A new connection on a random shard, with a key, mid and room drawn
@@ -368,16 +405,13 @@ impl World {
             recover = Some((epoch, offset));
         }
         let shard = &self.shards[shard_index];
-        let Some((server_fd, client_fd)) = client::socket_pair() else { return };
-        let conn = {
-            let deadline_tick = shard.tick_after_ms(shard.config.protocol.handshake_timeout_ms);
-            let mut state = shard.state.borrow_mut();
-            let conn = state.conns.insert(Session::accepted(server_fd, [127, 0, 0, 1].into(), deadline_tick));
-            state.wheel.insert(conn, deadline_tick);
-            conn
+        let fd = self.io.open();
+        let transport = crate::shard::intake::Transport::Tcp;
+        let Some(conn) = shard.accepted(fd, [127, 0, 0, 1].into(), transport) else {
+            return self.io.discard(fd);
         };
         let id = self.clients.len();
-        let client = Client::connect(id, client_fd, shard_index, conn, key, mid, room, positions, recover);
+        let client = Client::connect(id, self.io.clone(), fd, shard_index, conn, key, mid, room, positions, recover);
         self.clients.push(client);
     }
 
@@ -453,9 +487,9 @@ impl World {
             self.set_clocks();
             let mut moved = false;
             for index in 0..self.clients.len() {
-                let client = &self.clients[index];
-                crate::io::poller::read(&self.shards[client.shard], client.conn);
+                self.server_read(index);
             }
+            moved |= self.step_walks();
             for from in 0..self.shards.len() {
                 for to in 0..self.shards.len() {
                     while let Some(mut batch) = self.channels[from][to].pop_front() {
@@ -489,8 +523,8 @@ impl World {
 }
 
 impl Drop for World {
-    /// Closes every connection the shards still hold (their sockets are
-    /// real descriptors: 10,000 seeds would otherwise run out of them).
+    /// Closes every connection the shards still hold (their pipes go with
+    /// the clients' ends).
     fn drop(&mut self) {
         for shard in &self.shards {
             shard.begin_shutdown();

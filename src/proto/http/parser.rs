@@ -282,16 +282,7 @@ mod tests {
         let many: String = (0..1500).map(|i| format!("T{i}: v\r\n")).collect();
         let trailers = format!("0\r\n{many}\r\n").into_bytes();
         for body in [trailer, extension, trailers] {
-            let mut whole = Vec::new();
-            let once = decode_chunked(&body, 1 << 20, &mut whole);
-            let mut resumed = Chunked::default();
-            let mut outcome = Ok(None);
-            for end in 0..=body.len() {
-                outcome = resumed.decode(&body[..end], 1 << 20);
-                if outcome != Ok(None) {
-                    break;
-                }
-            }
+            let (once, outcome) = whole_and_in_pieces(&body);
             assert_eq!(once, Err(HttpError::Malformed), "{}", String::from_utf8_lossy(&body[..40]));
             assert_eq!(outcome, once, "whole and in pieces agree");
         }
@@ -308,12 +299,17 @@ mod tests {
             let chunk = format!("3;x={filler}\r\nabc\r\n0\r\n\r\n").into_bytes();
             let trailer = format!("3\r\nabc\r\n0\r\nX: {filler}a\r\n\r\n").into_bytes();
             for body in [chunk, trailer] {
-                agree_at_the_bound(&body, line_bytes);
+                let (once, outcome) = whole_and_in_pieces(&body);
+                let expected =
+                    if line_bytes <= CHUNK_LINE_BYTES_MAX { Ok(Some(body.len())) } else { Err(HttpError::Malformed) };
+                assert_eq!(once, expected, "a line of {line_bytes} bytes, whole");
+                assert_eq!(outcome, once, "a line of {line_bytes} bytes: whole and in pieces agree");
             }
         }
     }
 
-    fn agree_at_the_bound(body: &[u8], line_bytes: usize) {
+    /// `body` decoded in one go, and resumed byte by byte until a verdict.
+    fn whole_and_in_pieces(body: &[u8]) -> (Result<Option<usize>, HttpError>, Result<Option<usize>, HttpError>) {
         let mut whole = Vec::new();
         let once = decode_chunked(body, 1 << 20, &mut whole);
         let mut resumed = Chunked::default();
@@ -324,10 +320,7 @@ mod tests {
                 break;
             }
         }
-        let expected =
-            if line_bytes <= CHUNK_LINE_BYTES_MAX { Ok(Some(body.len())) } else { Err(HttpError::Malformed) };
-        assert_eq!(once, expected, "a line of {line_bytes} bytes, whole");
-        assert_eq!(outcome, once, "a line of {line_bytes} bytes: whole and in pieces agree");
+        (once, outcome)
     }
 
     #[test]
