@@ -86,17 +86,21 @@ impl Shard {
         let bus_share = published.then(|| shares.next()).flatten();
         let mut failed = None;
         for (dest, part) in sends {
-            let share = match dest {
-                Dest::Subject(_) if failed.is_some() => continue,
-                Dest::Subject(_) => Ack::none(started_us),
-                _ => shares.next().expect("one share per part sent to a shard"),
-            };
-            let carried = share.clone();
-            if let Err(error) = self.send_to(dest, build(part, share)) {
-                if carried.is_none() {
-                    failed = Some(error);
-                } else {
-                    self.fail_share(carried, error);
+            match dest {
+                // The mesh takes every command: no share to keep for a failure.
+                Dest::Shard { node: None, shard } => {
+                    let share = shares.next().expect("one share per part sent to a shard");
+                    self.send(shard, build(part, share));
+                }
+                Dest::Subject(_) if failed.is_some() => {}
+                Dest::Subject(_) => {
+                    if let Err(error) = self.send_to(dest, build(part, Ack::none(started_us))) {
+                        failed = Some(error);
+                    }
+                }
+                remote => {
+                    let share = shares.next().expect("one share per part sent to a shard");
+                    self.send_request(remote, build(part, share));
                 }
             }
         }
