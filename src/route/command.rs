@@ -61,10 +61,14 @@ pub enum Command {
     History { room: Arc<str>, since: u32, limit: u32, ack: Ack },
 
     // ---- to the shards that hold connections ----
-    /// Deliver to every local member of `room`. `epoch` and `offset` are
-    /// the push's place in the room's order; `new_epoch` is set when this
-    /// push starts an epoch: members with positions get an op-20 frame first.
-    Room { room: Arc<str>, epoch: Arc<str>, offset: u32, new_epoch: bool, frame: Bytes, ack: Ack },
+    /// Deliver to every local member of `room`. `offset` is the push's
+    /// place in the room's order; `new_epoch` is set when this push starts
+    /// an epoch: members with positions get an op-20 frame first. `epoch`
+    /// is the push's epoch where it is needed: always on the bus (the
+    /// receiver follows the room's stream by it), on the mesh only with
+    /// `new_epoch` (the mesh loses nothing, and an `Arc` cloned on one core
+    /// and dropped on another costs a cache line per push).
+    Room { room: Arc<str>, epoch: Option<Arc<str>>, offset: u32, new_epoch: bool, frame: Bytes, ack: Ack },
     /// Deliver to every local connection accepting `op`, this shard taking
     /// its share of `speed` connections a second (0 = at once).
     All { op: i32, frame: Bytes, speed: u32, ack: Ack },
@@ -150,5 +154,16 @@ impl Command {
             | Command::Register { ack, .. } => Some(ack),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Commands wait in the mesh's queues by the thousand and are moved
+    /// whole: a variant that grows them is a choice, not an accident.
+    #[test]
+    fn a_command_stays_within_its_size() {
+        assert!(std::mem::size_of::<super::Command>() <= 120, "{}", std::mem::size_of::<super::Command>());
+        assert!(std::mem::size_of::<crate::order::tickets::Ack>() <= 48);
     }
 }

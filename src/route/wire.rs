@@ -148,7 +148,7 @@ pub fn encode(command: &Command, me: &str, out: &mut Vec<u8>) -> bool {
         }
         Command::Room { epoch, offset, frame, ack, .. } => {
             w.u8(ROOM);
-            w.str(epoch);
+            w.str(epoch.as_deref().unwrap_or(""));
             w.u32(*offset);
             w.u64(crate::latency::to_unix_us(ack.started_us));
             w.bytes(frame);
@@ -266,7 +266,7 @@ pub fn decode(payload: &[u8], on: On, shard: usize) -> Option<Command> {
         }
         (FAILED, On::Other) => Command::Failed { id: r.u64()?, error: error_of(r.u8()?)? },
         (ROOM, On::Room(room)) => {
-            let (epoch, offset) = (Arc::from(r.str()?), r.u32()?);
+            let (epoch, offset) = (Some(Arc::from(r.str()?)), r.u32()?);
             let ack = Ack::none(crate::latency::from_unix_us(r.u64()?));
             Command::Room { room, epoch, offset, new_epoch: false, frame: Bytes::copy_from_slice(r.bytes()?), ack }
         }

@@ -44,8 +44,8 @@ impl Shard {
                 self.confirm_with(ack, Some(Box::new(page)));
             }
             Command::Room { room, epoch, offset, new_epoch, frame, ack } => {
-                if new_epoch {
-                    self.announce_epoch(&room, &epoch, offset.saturating_sub(1));
+                if let (true, Some(epoch)) = (new_epoch, &epoch) {
+                    self.announce_epoch(&room, epoch, offset.saturating_sub(1));
                 }
                 if self.deliver_room(&room, offset, frame) {
                     self.note_delivered(ack.started_us);
@@ -141,25 +141,22 @@ impl Shard {
     /// share of `ack` once applied.
     fn sequence_room(&self, room: Arc<str>, frame: bytes::Bytes, ack: Ack) {
         let Numbered { offset, epoch, new_epoch } = self.number(&room, &frame);
-        let push = |ack| Command::Room {
-            room: room.clone(),
-            epoch: epoch.clone(),
-            offset,
-            new_epoch,
-            frame: frame.clone(),
-            ack,
-        };
+        let push =
+            |epoch, ack| Command::Room { room: room.clone(), epoch, offset, new_epoch, frame: frame.clone(), ack };
         match self.placement().members(&room) {
             Members::Shards(shards) => {
                 for (shard, ack) in (0..shards).zip(ack.split(shards)) {
-                    self.send(shard, push(ack));
+                    self.send(shard, push(new_epoch.then(|| epoch.clone()), ack));
                 }
             }
-            // Published once; the share comes back once the bus server has it.
-            Members::Subject(subject) => match self.send_to(Dest::Subject(subject), push(Ack::none(ack.started_us))) {
-                Ok(()) => self.settle_after_bus(ack),
-                Err(error) => self.fail_share(ack, error),
-            },
+            // Published once, with its epoch; the share comes back once the
+            // bus server has it.
+            Members::Subject(subject) => {
+                match self.send_to(Dest::Subject(subject), push(Some(epoch), Ack::none(ack.started_us))) {
+                    Ok(()) => self.settle_after_bus(ack),
+                    Err(error) => self.fail_share(ack, error),
+                }
+            }
         }
     }
 

@@ -148,10 +148,12 @@ impl Shard {
         };
         let mut joined_room = None;
         match &mut command {
-            Command::Room { room, epoch, offset, new_epoch, .. } => match self.follow(room, epoch, *offset) {
-                Follow::Drop => return,
-                Follow::Deliver { starts_epoch } => *new_epoch = starts_epoch,
-            },
+            Command::Room { room, epoch: Some(epoch), offset, new_epoch, .. } => {
+                match self.follow(room, epoch, *offset) {
+                    Follow::Drop => return,
+                    Follow::Deliver { starts_epoch } => *new_epoch = starts_epoch,
+                }
+            }
             Command::Attached(attached) => {
                 self.follow_from(&attached.room, &attached.joined.epoch, attached.joined.offset);
                 joined_room = Some(attached.room.clone());

@@ -83,7 +83,7 @@ fn samples() -> Vec<(Command, fn() -> On)> {
         (
             Command::Room {
                 room: Arc::from("live://1"),
-                epoch: Arc::from("E"),
+                epoch: Some(Arc::from("E")),
                 offset: 1,
                 new_epoch: false,
                 frame: frame.clone(),
