@@ -163,6 +163,12 @@ impl<'a> Placement<'a> {
             let sends = targets.into_iter().map(|t| (Dest::Subject(subject(&bus.subjects, &t)), vec![t])).collect();
             return Plan { sends, unreachable: None };
         }
+        let unreachable = (self.route() == Route::Down).then_some(BusError::Down);
+        if targets.len() == 1 {
+            // The common push, to one key or mid: no grouping to do.
+            let shard = self.shard_of(&targets[0]);
+            return Plan { sends: vec![(Dest::local(shard), targets)], unreachable };
+        }
         let mut by_owner: Vec<Vec<T>> = (0..self.shards).map(|_| Vec::new()).collect();
         for target in targets {
             by_owner[self.shard_of(&target)].push(target);
@@ -173,7 +179,7 @@ impl<'a> Placement<'a> {
             .filter(|(_, group)| !group.is_empty())
             .map(|(shard, group)| (Dest::local(shard), group))
             .collect();
-        Plan { sends, unreachable: (self.route() == Route::Down).then_some(BusError::Down) }
+        Plan { sends, unreachable }
     }
 
     /// The pipelining class of a room push: rooms of one sequencer share
