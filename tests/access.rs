@@ -66,8 +66,7 @@ fn with_an_allow_list_only_listed_networks_may_push() {
 
 #[test]
 fn a_bad_network_in_the_config_refuses_to_start_and_names_the_key() {
-    let dir = std::env::temp_dir().join(format!("corecast-access-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = ScratchDir::new("corecast-access");
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[http]\npush_allowed_networks = [\"10.0.0.0/33\"]\n").expect("write");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))

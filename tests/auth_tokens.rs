@@ -106,8 +106,7 @@ fn forged_expired_wrong_mid_wrong_room_and_missing_tokens_are_refused_and_counte
 #[test]
 fn es256_tokens_verify_with_the_public_key_and_hs256_with_it_as_a_secret_does_not() {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let dir = std::env::temp_dir().join(format!("corecast-es256-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = ScratchDir::new("corecast-es256");
     let public_path = dir.join("public.pem");
     std::fs::write(&public_path, key.public_key_pem()).expect("write key");
     let mut config = ServerConfig::default();

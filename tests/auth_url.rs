@@ -194,7 +194,8 @@ fn a_bad_url_or_a_timeout_past_the_handshake_deadline_refuses_to_start() {
     ] {
         let mut config = ServerConfig::default();
         config.set("auth", "url", "http://127.0.0.1:9/auth").set("auth", key, value);
-        let path = std::env::temp_dir().join(format!("corecast-auth-url-{}-{key}.toml", std::process::id()));
+        let dir = ScratchDir::new("corecast-auth-url");
+        let path = dir.join(format!("{key}.toml"));
         std::fs::write(&path, config.to_toml()).expect("write config");
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
             .arg("--check-config")

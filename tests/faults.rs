@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_panicking_shard_ends_the_process_with_a_non_zero_status_naming_the_shard() {
-    let dir = std::env::temp_dir().join(format!("corecast-fault-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::ScratchDir::new("corecast-fault");
     let config_path = dir.join("corecast.toml");
     let mut config = ServerConfig::default();
     config.set("server", "shards", 2);
@@ -44,7 +43,6 @@ fn a_panicking_shard_ends_the_process_with_a_non_zero_status_naming_the_shard() 
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let status = status.unwrap_or_else(|| panic!("the process went on serving after shard 1 panicked:\n{stderr}"));
     assert_eq!(status.code(), Some(70), "exit status {status} after a shard panicked:\n{stderr}");
     assert!(stderr.contains("shard 1 panicked"), "a log line names the shard:\n{stderr}");

@@ -38,8 +38,7 @@ fn version_help_and_check_config() {
     }
     let (code, out, _) = run(&["--check-config", &format!("{ROOT}/configs/corecast.toml")]);
     assert_eq!(code, 0, "{out}");
-    let dir = std::env::temp_dir().join(format!("corecast-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::ScratchDir::new("corecast-check");
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[limits]\nframe_body_bytez_max = 1\n").expect("write");
     let (code, _, err) = run(&["--check-config", bad.to_str().expect("utf-8 path")]);
@@ -73,7 +72,6 @@ fn version_help_and_check_config() {
     }
     let (code, _, err) = run(&["--bogus"]);
     assert_eq!(code, 2, "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -244,15 +242,13 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let grace_ms = ServerConfigDefaults::shutdown_grace_ms();
     assert!(stop_s * 1000 > grace_ms, "the stop timeout outlasts shutdown_grace_ms");
     // Verify a copy whose binary path exists on this machine.
-    let dir = std::env::temp_dir().join(format!("corecast-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::ScratchDir::new("corecast-unit");
     let path = dir.join("corecast.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/corecast", BIN)).expect("write unit");
     let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (systemd)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("corecast.service")).collect();
     assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify: {stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Defaults the unit must agree with, read from the shipped config.

@@ -283,8 +283,7 @@ fn a_second_server_on_a_port_in_use_refuses_to_start() {
     let mut config = common::ServerConfig::default();
     config.set("tcp", "bind", format!("127.0.0.1:{port}"));
     let _first = Server::start_with(&config);
-    let dir = std::env::temp_dir().join(format!("corecast-port-in-use-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = common::ScratchDir::new("corecast-port-in-use");
     let path = dir.join("corecast.toml");
     std::fs::write(&path, config.to_toml()).expect("config");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))

@@ -19,6 +19,8 @@ struct Generated {
 struct Certificate {
     cert_path: String,
     key_path: String,
+    /// Holds the files; removed with the certificate.
+    _dir: ScratchDir,
 }
 
 fn make_certificate(name: &str) -> Certificate {
@@ -26,8 +28,7 @@ fn make_certificate(name: &str) -> Certificate {
 }
 
 fn make_certificate_for(name: &str, hosts: &[&str]) -> Certificate {
-    let dir = std::env::temp_dir().join(format!("corecast-wss-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("cert dir");
+    let dir = ScratchDir::new(&format!("corecast-wss-{name}"));
     // A distinct subject per certificate, so a CA bundle of several tells them apart.
     let mut params =
         rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).expect("params");
@@ -39,7 +40,7 @@ fn make_certificate_for(name: &str, hosts: &[&str]) -> Certificate {
     let key_path = dir.join("key.pem");
     std::fs::write(&cert_path, generated.cert.pem()).expect("write cert");
     std::fs::write(&key_path, generated.signing_key.serialize_pem()).expect("write key");
-    Certificate { cert_path: cert_path.display().to_string(), key_path: key_path.display().to_string() }
+    Certificate { cert_path: cert_path.display().to_string(), key_path: key_path.display().to_string(), _dir: dir }
 }
 
 fn wss_server(certificate: &Certificate) -> Server {
@@ -195,8 +196,7 @@ fn plain_http_on_the_tls_port_is_closed_and_others_are_unaffected() {
 fn a_wss_bind_without_a_certificate_refuses_to_start() {
     let mut config = ServerConfig::default();
     config.set("wss", "bind", "127.0.0.1:0");
-    let dir = std::env::temp_dir().join(format!("corecast-wss-nocert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = ScratchDir::new("corecast-wss-nocert");
     let path = dir.join("corecast.toml");
     std::fs::write(&path, config.to_toml()).expect("write config");
     let output = Command::new(env!("CARGO_BIN_EXE_corecast")).arg("--config").arg(&path).output().expect("run");
@@ -220,7 +220,8 @@ fn the_certificate_is_chosen_by_the_server_name_the_client_asks_for() {
         .set("wss", "sni", toml::Value::Array(vec![toml::Value::Table(entry)]));
     let server = Server::start_with(&config);
     let wss = server.wss.expect("wss port");
-    let bundle = std::env::temp_dir().join(format!("corecast-wss-{}-bundle.pem", std::process::id()));
+    let scratch = ScratchDir::new("corecast-wss-bundle");
+    let bundle = scratch.join("bundle.pem");
     let both = std::fs::read_to_string(&a.cert_path).expect("a") + &std::fs::read_to_string(&b.cert_path).expect("b");
     std::fs::write(&bundle, both).expect("bundle");
     // Python's ssl verifies the host name: a handshake succeeds only when the

@@ -389,6 +389,34 @@ fn next_id() -> usize {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A directory of a test's own under the temporary directory, removed with
+/// everything in it when the value is dropped (a failing test too).
+#[allow(dead_code)]
+pub struct ScratchDir(PathBuf);
+
+#[allow(dead_code)]
+impl ScratchDir {
+    /// `<tmp>/<prefix>-<pid>-<n>`, created empty.
+    pub fn new(prefix: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), next_id()));
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        ScratchDir(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Polling
 // ---------------------------------------------------------------------------
