@@ -18,8 +18,9 @@
 //! Across nodes every shard holds its own NATS connection
 //! (`server::link`) and subscribes by interest: a room's subject while it
 //! has members of the room, a key's or mid's subject while it holds a
-//! connection with it, the broadcast subject, the reports, its inbox and
-//! its sequencer subject. A room push goes from the API shard to the room's
+//! connection with it, the broadcast subject, the reports, and its own
+//! subject (`shard.<node>.<shard>`: requests to it as a room's sequencer,
+//! and the answers to its tickets and joins). A room push goes from the API shard to the room's
 //! sequencer, which numbers it, keeps it, publishes it once on the room's
 //! subject and only then replies; key, mid and broadcast pushes are
 //! published by the API shard itself, and answered once the server's PONG
