@@ -189,22 +189,20 @@ impl Tickets {
     }
 
     /// Ticket `id` waits for a reply from another node (a sequencer's
-    /// `Done` or `Page`): only such a reply completes it
-    /// (`complete_remote`), and a lost bus fails it (`fail_remote`).
+    /// `Confirms`, `Page` or `Failed`): only such a ticket takes one
+    /// (`answered_remotely`), and a lost bus fails it (`take_remote`).
     pub fn expect_remote(&mut self, id: u64) {
         if let Some(ticket) = self.get_mut(id) {
             ticket.remote = true;
         }
     }
 
-    /// A reply from another node for ticket `id`: completes it if it waits
-    /// for one (a reply nobody expects, or a second one, does nothing).
-    pub fn complete_remote(&mut self, id: u64, page: Option<Box<HistoryPage>>) -> bool {
-        let expected = self.get_mut(id).is_some_and(|ticket| std::mem::replace(&mut ticket.remote, false));
-        if expected {
-            self.complete_with(id, page);
-        }
-        expected
+    /// A reply from another node names ticket `id`: whether the ticket
+    /// waits for one, taken once (a reply nobody expects, or a second one,
+    /// is refused, so the bus cannot complete a ticket that waits on this
+    /// node's shards).
+    pub fn answered_remotely(&mut self, id: u64) -> bool {
+        self.get_mut(id).is_some_and(|ticket| std::mem::replace(&mut ticket.remote, false))
     }
 
     /// The bus is gone: the tickets waiting for another node, no longer
@@ -252,23 +250,6 @@ impl Tickets {
             return;
         }
         ticket.weight_left -= weight;
-        if page.is_some() {
-            ticket.page = page;
-        }
-        self.settle_if_done(id);
-    }
-
-    /// Completes ticket `id` whatever weight is out: its push was handed to
-    /// the cluster bus whole (a reply from another node, or the server's
-    /// PONG). Idempotent, so a duplicate from the network cannot trip the
-    /// weight invariant of `credit`.
-    pub fn complete(&mut self, id: u64) {
-        self.complete_with(id, None);
-    }
-
-    pub fn complete_with(&mut self, id: u64, page: Option<Box<HistoryPage>>) {
-        let Some(ticket) = self.get_mut(id) else { return };
-        ticket.weight_left = 0;
         if page.is_some() {
             ticket.page = page;
         }
@@ -399,15 +380,16 @@ mod tests {
     fn only_a_ticket_waiting_for_another_node_takes_its_reply_once() {
         let mut tickets = Tickets::default();
         let local = tickets.open();
-        assert!(!tickets.complete_remote(local, None), "a reply nobody asked for does nothing");
+        assert!(!tickets.answered_remotely(local), "a reply nobody asked for does nothing");
         let remote = tickets.open();
         tickets.expect_remote(remote);
         assert_eq!(tickets.take_remote(), vec![remote]);
-        assert!(!tickets.complete_remote(remote, None), "taken for failing: no longer waits");
+        assert!(!tickets.answered_remotely(remote), "taken for failing: no longer waits");
         let again = tickets.open();
         tickets.expect_remote(again);
-        assert!(tickets.complete_remote(again, None));
-        assert!(!tickets.complete_remote(again, None), "a second reply does nothing");
+        assert!(tickets.answered_remotely(again));
+        tickets.credit(again, FULL_WEIGHT, None);
+        assert!(!tickets.answered_remotely(again), "a second reply does nothing");
         assert!(matches!(tickets.take_if_done(again), Some(Answer::Done)));
         assert!(tickets.take_if_done(local).is_none());
     }
@@ -425,9 +407,9 @@ mod tests {
         tickets.credit(failed, half[1].weight, None);
         assert!(matches!(tickets.poll(failed, &mut cx), Poll::Ready(Answer::Failed("bus down"))));
         let remote = tickets.open();
-        tickets.complete(remote);
+        tickets.credit(remote, FULL_WEIGHT, None);
         // A duplicate completion from the network cannot trip the weight invariant.
-        tickets.complete(remote);
+        tickets.credit(remote, FULL_WEIGHT, None);
         assert!(matches!(tickets.take_if_done(remote), Some(Answer::Done)));
         assert!(tickets.is_empty());
     }

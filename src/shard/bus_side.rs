@@ -159,6 +159,18 @@ impl Shard {
                 joined_room = Some(attached.room.clone());
             }
             Command::Claim { conns, by: Some(claim) } => *conns = self.older_holders(subject, &holders, claim),
+            // An answer from another node counts only for a ticket that
+            // sent it a request, and once.
+            Command::Confirms(confirms) => {
+                let mut tickets = self.tickets.borrow_mut();
+                confirms.retain(|(id, _)| tickets.answered_remotely(*id));
+            }
+            Command::Page { id, .. } | Command::Failed { id, .. }
+                if !self.tickets.borrow_mut().answered_remotely(*id) =>
+            {
+                self.stats.borrow_mut().bus_bad_messages += 1;
+                return;
+            }
             _ => {}
         }
         self.apply(command);
