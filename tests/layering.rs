@@ -52,15 +52,18 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The code lines of `text` (1-based numbers), comments cut off.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(index, line)| {
+        let code = line.trim_start();
+        (!code.starts_with("//")).then(|| (index + 1, code.split(" //").next().unwrap_or(code)))
+    })
+}
+
 /// The `crate::a::b` paths used on code lines of `text`: (line, a, b).
 fn crate_paths(text: &str) -> Vec<(usize, String, String)> {
     let mut found = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let code = line.trim_start();
-        if code.starts_with("//") {
-            continue;
-        }
-        let code = code.split(" //").next().unwrap_or(code);
+    for (line, code) in code_lines(text) {
         let mut rest = code;
         while let Some(at) = rest.find("crate::") {
             let after = &rest[at + "crate::".len()..];
@@ -70,7 +73,7 @@ fn crate_paths(text: &str) -> Vec<(usize, String, String)> {
             // `$crate::` in a macro and `crate::log_warn!` are not module uses.
             let is_macro = after[first.len()..].starts_with('!');
             if !first.is_empty() && !is_macro && !rest[..at].ends_with('$') {
-                found.push((index + 1, first.clone(), second));
+                found.push((line, first.clone(), second));
             }
             rest = &after[first.len()..];
         }
@@ -146,16 +149,11 @@ fn the_shard_core_does_no_io_of_its_own() {
     for file in &files {
         let name = file.strip_prefix(&core).expect("under src/shard/").to_string_lossy().to_string();
         let text = std::fs::read_to_string(file).expect("a readable source file");
-        for (index, line) in text.lines().enumerate() {
-            let code = line.trim_start();
-            if code.starts_with("//") {
-                continue;
-            }
-            let code = code.split(" //").next().unwrap_or(code);
+        for (line, code) in code_lines(&text) {
             for (what, why) in CORE_FORBIDDEN {
                 let allowed = CORE_CLOCK.iter().any(|(file, clock)| *file == name && clock == what);
                 if code.contains(what) && !allowed {
-                    wrong.push(format!("src/shard/{name}:{}: `{what}`: {why}", index + 1));
+                    wrong.push(format!("src/shard/{name}:{line}: `{what}`: {why}"));
                 }
             }
         }
